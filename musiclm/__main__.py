@@ -1,0 +1,5 @@
+import sys
+
+from musiclm.cli import main
+
+sys.exit(main())
