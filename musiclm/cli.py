@@ -157,7 +157,7 @@ def _extensions() -> list[Callable[[Any], None]]:
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
+            if not (exc.name and module_name.startswith(exc.name)):
                 raise
             continue
         registers.append(module.register)

@@ -1,0 +1,1 @@
+"""The music–text corpus engine: composer, score arranger, renderer, captioner and manifests."""
