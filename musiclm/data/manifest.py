@@ -28,7 +28,7 @@ log = logging.getLogger("musiclm.data")
 
 MANIFEST = "manifest.jsonl"
 PARTS_DIR = "manifest.parts"
-REJECTS = "rejects.jsonl"
+REJECTS_DIR = "rejects.parts"  # JSONL lines {"id", "reason", ...} of clips that were skipped
 SPLITS = ("train", "valid", "test")
 DEFAULT_SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 
@@ -52,6 +52,7 @@ class ClipRecord:
     aspects: list[str] = field(default_factory=list)
     labels: dict[str, Any] = field(default_factory=dict)
     offset: float = 0.0  # start of the clip within its source piece or recording, seconds
+    annotations: str | None = None  # relative path of a JSON sidecar with time-aligned ground truth
 
     def validate(self) -> None:
         if not self.id or "/" in self.id:
@@ -120,10 +121,10 @@ def write_manifest(corpus: str | os.PathLike[str], records: Iterable[ClipRecord]
 class PartWriter:
     """Appends records to one part file; each line is flushed and fsync'ed before the call returns."""
 
-    def __init__(self, corpus: str | os.PathLike[str], name: str, filename: str | None = None):
-        folder = Path(corpus) / PARTS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / (filename or f"{name}.jsonl")
+    def __init__(self, corpus: str | os.PathLike[str], name: str, folder: str = PARTS_DIR):
+        directory = Path(corpus) / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{name}.jsonl"
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, line: str) -> None:
