@@ -54,7 +54,9 @@ def setup_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Di
 
 
 def teardown_distributed() -> None:
+    """Leave the process group once every rank is done (no rank exits while others still talk to it)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -72,15 +74,18 @@ def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0, keeping gradients to the local part.
+    """Concatenate ``tensor`` from every rank along dim 0; gradients flow to this rank's own rows.
 
-    Contrastive losses need the negatives of all ranks; this makes the batch global.
+    Contrastive losses need the negatives of all ranks. Every rank computes the same global loss, so the
+    gradient through the local rows alone is the exact gradient of that loss (DDP then averages the ranks'
+    identical-loss gradients, a constant 1/world-size factor absorbed by the learning rate).
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor), dim=0)
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    parts[dist.get_rank()] = tensor
+    return torch.cat(parts, dim=0)
 
 
 class ShardedBatchSampler:
