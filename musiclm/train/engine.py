@@ -259,6 +259,8 @@ class Trainer:
     def _batches(self) -> Iterator[Any]:
         cfg = self.config
         while True:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(self.epoch)  # per-epoch item randomness, still resume-exact
             sampler = ShardedBatchSampler(
                 len(self.dataset), cfg.batch_size, epoch=self.epoch, seed=cfg.seed, rank=self.dist.rank,
                 world_size=self.dist.world_size, start_batch=self.batch_in_epoch,
