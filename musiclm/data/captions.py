@@ -77,6 +77,10 @@ class Template:
         return pool_topics(self.pool)
 
 
+UNNAMED_COMPOSERS = frozenset({"traditional", "anonymous", "anon.", "unknown", "trad.", "trad"})
+"""Composer fields that name no person: never captioned as "written by ..."."""
+
+
 def pool_topics(pool: str) -> frozenset[str]:
     """The topics a pool covers: "genre+tempo:variant" -> {"genre", "tempo"}; role pools -> instruments."""
     if pool.startswith("role."):
@@ -776,7 +780,7 @@ class _Captioner:
             s["sections_np"] = Phrase(sections)
             self.available.add("sections")
         composer = str((labels.extra or {}).get("composer") or "").strip()
-        if composer:
+        if composer and composer.casefold() not in UNNAMED_COMPOSERS:
             s["composer"] = Phrase(composer)
             self.available.add("composer")
         if (labels.extra or {}).get("swing"):
