@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[Any], None]]:
     """Command groups defined beside the parts they drive (each module has ``register(subparsers)``)."""
     registers = []
-    for module_name in ("musiclm.data.cli",):
+    for module_name in ("musiclm.data.cli", "musiclm.codec.cli", "musiclm.mulan.cli", "musiclm.semantic.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

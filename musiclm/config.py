@@ -25,15 +25,24 @@ T = TypeVar("T")
 
 _PRESETS: dict[str, dict[str, Callable[[], Any]]] = {}
 DEFAULT_PRESET = "small"
-PRESET_MODULES = ["musiclm.train.config"]
-"""Modules whose import registers presets; each model package appends its config module here."""
+PRESET_MODULES = [
+    "musiclm.train.config",
+    "musiclm.codec.config",
+    "musiclm.mulan.config",
+    "musiclm.semantic.config",
+]
+"""Modules whose import registers presets (one per model package); missing ones are skipped."""
 
 
 def _load_preset_modules() -> None:
     import importlib
 
     for name in PRESET_MODULES:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if not (exc.name and name.startswith(exc.name)):
+                raise
 
 
 def register_preset(model: str, name: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
