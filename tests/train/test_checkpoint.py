@@ -34,6 +34,7 @@ class _Exploit:
         return (print, ("unpickled arbitrary code",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_trainer_state_never_unpickles_arbitrary_objects(tmp_path):
     manager = CheckpointManager(tmp_path)
     ckpt = manager.save(1, {"m": nn.Linear(2, 2)}, {"optimizers": {}}, {"data": {}})
