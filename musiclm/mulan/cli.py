@@ -1,0 +1,326 @@
+"""``musiclm mulan ...``: embed, search, tag, train, fit-quantizer, export and eval the MuLan model.
+
+Picked up by :func:`musiclm.cli._extensions`; handlers import torch-heavy modules lazily so ``musiclm --help``
+stays fast. Commands that use a trained model take ``--model DIR`` (default ``$MUSICLM_MULAN`` or the bundled
+``musiclm/pretrained/mulan``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from musiclm.cli import add_device_flag, add_json_flag, emit
+from musiclm.errors import MusicLMError
+
+MODEL_ENV = "MUSICLM_MULAN"
+
+
+class MuLanUsageError(MusicLMError):
+    """A MuLan command's argument is unusable."""
+
+
+def default_model_dir() -> Path:
+    """``$MUSICLM_MULAN`` if set, else the MuLan bundled with the package (``musiclm/pretrained/mulan``)."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "pretrained" / "mulan"
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        if args.threads < 1:
+            raise MuLanUsageError(f"--threads must be >= 1 (got {args.threads})")
+        torch.set_num_threads(args.threads)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from musiclm.mulan.api import MuLan
+
+    _set_threads(args)
+    folder = Path(args.model) if args.model else default_model_dir()
+    if not folder.exists():
+        raise MuLanUsageError(f"no MuLan model at {folder}; pass --model DIR (made by `musiclm mulan export`) "
+                              f"or set ${MODEL_ENV}")
+    return MuLan.from_pretrained(folder, device=args.device)
+
+
+def _progress(label: str, enabled: bool) -> Any:
+    """A ``progress(done, total)`` callback writing to stderr: a live counter on a terminal, else every 10 %."""
+    if not enabled:
+        return None
+    tty = sys.stderr.isatty()
+    last = {"tenth": -1}
+
+    def report(done: int, total: int) -> None:
+        if tty:
+            print(f"\r{label}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+            return
+        tenth = done * 10 // max(total, 1)
+        if tenth != last["tenth"]:
+            last["tenth"] = tenth
+            print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ embed
+def _cmd_embed(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from musiclm.fileio import atomic_path
+
+    if bool(args.text) == bool(args.audio):
+        raise MuLanUsageError("give either --text (repeatable) or --audio FILE (repeatable)")
+    mulan = _load(args)
+    emb = mulan.embed_text(args.text) if args.text else mulan.embed_files(args.audio)
+    inputs = args.text or args.audio
+    result: dict[str, Any] = {"inputs": inputs, "dim": int(emb.shape[1])}
+    if args.output:
+        out = Path(args.output)
+        if out.suffix != ".npy":
+            raise MuLanUsageError(f"{out}: the embeddings file must end in .npy")
+        with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, emb.numpy())
+        result["output"] = str(out)
+    else:
+        result["embeddings"] = [[round(x, 6) for x in row] for row in emb.tolist()]
+    if args.tokens:
+        result["tokens"] = mulan.tokens(emb).tolist()
+    emit(result, args, human=lambda r: "\n".join(
+        f"{name}: {'tokens ' + str(r['tokens'][i]) if 'tokens' in r else ''}"
+        + (f" [{', '.join(f'{x:.3f}' for x in r['embeddings'][i][:6])}, ...]" if "embeddings" in r else "")
+        for i, name in enumerate(r["inputs"])) + (f"\nwrote {r['output']}" if "output" in r else ""))
+
+
+# ----------------------------------------------------------------------------------------------- search
+def _cmd_search(args: argparse.Namespace) -> None:
+    from musiclm.mulan.search import search
+
+    mulan = _load(args)
+    hits = search(mulan, args.corpus, args.query, top=args.top, split=args.split)
+    result = {"query": args.query, "corpus": str(args.corpus), "results": hits}
+    emit(result, args, human=lambda r: "\n".join(
+        f"{h['rank']:2d}. {h['score']:.3f}  {h['id']}  {(h['caption'] or '')[:100]}" for h in r["results"]))
+
+
+# -------------------------------------------------------------------------------------------------- tag
+def _cmd_tag(args: argparse.Namespace) -> None:
+    import torch
+
+    from musiclm.mulan.zeroshot import (
+        class_embeddings,
+        genre_prompts,
+        instrument_prompts,
+        mood_prompts,
+        scores,
+        tempo_prompts,
+    )
+
+    mulan = _load(args)
+    audio = mulan.embed_files([args.file])
+    result: dict[str, Any] = {"file": str(args.file)}
+    scale = 1.0 / mulan.temperature
+    for name, (classes, prompts), count in (("genre", genre_prompts(), args.top),
+                                            ("instruments", instrument_prompts(), args.top),
+                                            ("mood", mood_prompts(), args.top),
+                                            ("tempo", tempo_prompts(), 1)):
+        sim = scores(audio, class_embeddings(mulan.embed_text, prompts))[0]
+        prob = torch.softmax(sim * scale, dim=0)
+        order = sim.argsort(descending=True)[:count].tolist()
+        result[name] = [{"tag": classes[i], "score": round(float(sim[i]), 4), "probability": round(float(prob[i]), 4)}
+                        for i in order]
+    emit(result, args, human=lambda r: "\n".join(
+        f"{k:12s} " + ", ".join(f"{t['tag']} ({t['probability']:.2f})" for t in r[k])
+        for k in ("genre", "instruments", "mood", "tempo")))
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _cmd_train(args: argparse.Namespace) -> None:
+    from musiclm.config import load_yaml, merge, parse_overrides, preset, save_yaml
+    from musiclm.mulan.config import MuLanTrainingConfig
+    from musiclm.mulan.recipe import train_mulan
+    from musiclm.train.distributed import teardown_distributed
+
+    _set_threads(args)
+    config = load_yaml(MuLanTrainingConfig, args.config) if args.config else preset("mulan", args.preset)
+    overrides = parse_overrides(args.set or [])
+    if args.budget_minutes is not None:
+        overrides["train.budget_minutes"] = args.budget_minutes
+    if args.budget_steps is not None:
+        overrides["train.budget_steps"] = args.budget_steps
+    if args.device != "auto":
+        overrides["train.device"] = args.device
+    if args.no_progress:
+        overrides["train.progress"] = False
+    if overrides:
+        config = merge(config, overrides)
+    run = Path(args.run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_yaml(config, run / "mulan-train.yaml")
+    try:
+        result = train_mulan(config, args.corpus, run)
+    finally:
+        teardown_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        emit({"run_dir": str(run), "step": result.step, "reason": result.reason,
+              "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+              "last_logs": {k: round(v, 6) for k, v in result.last_logs.items()}}, args)
+
+
+# ---------------------------------------------------------------------------------------- fit-quantizer
+def _parse_sizes(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise MuLanUsageError(f"--compare takes comma-separated codebook sizes, got {text!r}") from exc
+    if any(s < 2 for s in sizes):
+        raise MuLanUsageError("codebook sizes must be >= 2")
+    return sizes
+
+
+def _cmd_fit_quantizer(args: argparse.Namespace) -> None:
+    from musiclm.config import merge, parse_overrides
+    from musiclm.mulan.api import run_config
+    from musiclm.mulan.fit import fit_run_quantizer
+
+    _set_threads(args)
+    qcfg = run_config(args.run).model.quantizer
+    overrides = parse_overrides(args.set or [])
+    if overrides:
+        qcfg = merge(qcfg, overrides)
+    _, result = fit_run_quantizer(args.run, args.corpus, qcfg, compare=_parse_sizes(args.compare),
+                                  device=args.device, progress=_progress("embedding training clips", not args.json))
+    fit = result["fit"]
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"{fit['points']} embeddings -> {fit['num_quantizers']} levels x {fit['codebook_size']} codes "
+                 f"(requested {fit['requested_codebook_size']})"]
+        lines += [f"level {s['level']:2d}: {s['codes_used']:4d} codes used, perplexity {s['perplexity']:7.1f}, "
+                  f"cosine {s['cosine']:.4f}" for s in fit["levels"]]
+        for row in r.get("comparison", []):
+            lines.append(", ".join(f"{k}={v}" for k, v in row.items()))
+        return "\n".join(lines)
+
+    emit(result, args, human=human)
+
+
+# ----------------------------------------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> None:
+    from musiclm.mulan.api import QUANTIZER_FILE, WEIGHTS_FILE, MuLan
+    from musiclm.mulan.model import count_parameters
+
+    _set_threads(args)
+    run = Path(args.run)
+    if not (run / QUANTIZER_FILE).exists():
+        if args.no_fit:
+            raise MuLanUsageError(f"{run}: no fitted quantiser; run `musiclm mulan fit-quantizer {run}` first")
+        from musiclm.mulan.fit import fit_run_quantizer
+
+        fit_run_quantizer(run, device="cpu", progress=_progress("fitting the quantiser", not args.json))
+    mulan = MuLan.from_run(run, prefer_ema=not args.no_ema)
+    folder = mulan.save(args.output)
+    size = (folder / WEIGHTS_FILE).stat().st_size
+    emit({"run": str(run), "weights_from": mulan.source, "output": str(folder),
+          "size_mb": round(size / 2**20, 2), "audio_parameters": count_parameters(mulan.model.audio),
+          "text_parameters_saved": sum(v.numel() for k, v in mulan.model.text.state_dict().items()),
+          "text_backbone": mulan.config.text.backbone, "codebook_size": mulan.codebook_size,
+          "levels": mulan.num_quantizers, "fingerprint": mulan.fingerprint()}, args)
+
+
+# ------------------------------------------------------------------------------------------------- eval
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from musiclm.mulan.eval import evaluate_mulan, save_report, summary
+
+    mulan = _load(args)
+    report = evaluate_mulan(mulan, args.corpus, split=args.split, max_clips=args.max_clips,
+                            musiccaps_csv=args.musiccaps, seed=args.seed,
+                            progress=_progress("embedding clips", not args.json))
+    if args.output:
+        save_report(report, args.output)
+    emit(report, args, human=summary)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``musiclm mulan ...`` to the main parser."""
+    mulan = subparsers.add_parser("mulan", help="MuLan music-text embedding: search, tag, embed; train, export")
+    sub = mulan.add_subparsers(dest="mulan_command", metavar="ACTION", required=True)
+
+    def model_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", help=f"MuLan folder (default: ${MODEL_ENV} or the bundled model)")
+        p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        add_device_flag(p)
+        add_json_flag(p)
+
+    emb = sub.add_parser("embed", help="texts or audio files -> 128-d MuLan embeddings (and tokens)")
+    emb.add_argument("--text", action="append", help="a text to embed (repeatable)")
+    emb.add_argument("--audio", action="append", help="an audio file to embed (repeatable)")
+    emb.add_argument("-o", "--output", help="write the embeddings [N, 128] to this .npy file")
+    emb.add_argument("--tokens", action="store_true", help="also print the conditioning tokens")
+    model_flags(emb)
+    emb.set_defaults(handler=_cmd_embed)
+
+    se = sub.add_parser("search", help="the clips of a corpus folder closest to a text query")
+    se.add_argument("query", help='e.g. "a calm piano piece"')
+    se.add_argument("--corpus", required=True, help="corpus folder (its embeddings are cached inside it)")
+    se.add_argument("--top", type=int, default=5)
+    se.add_argument("--split", choices=["train", "valid", "test"], help="search one split only")
+    model_flags(se)
+    se.set_defaults(handler=_cmd_search)
+
+    tag = sub.add_parser("tag", help="zero-shot tags of an audio file: genre, instruments, mood, tempo")
+    tag.add_argument("file")
+    tag.add_argument("--top", type=int, default=3, help="tags per category (tempo: always 1)")
+    model_flags(tag)
+    tag.set_defaults(handler=_cmd_tag)
+
+    tr = sub.add_parser("train", help="train (or resume) MuLan on corpus folders; works under torchrun")
+    tr.add_argument("--corpus", action="append", required=True, help="corpus folder (repeatable)")
+    tr.add_argument("--run-dir", required=True, help="run folder (re-running the command resumes it)")
+    tr.add_argument("--preset", default="small", help="small (CPU) or paper (GPU)")
+    tr.add_argument("--config", help="a full YAML config (see `musiclm config show mulan`)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.max_steps=100")
+    tr.add_argument("--budget-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    tr.add_argument("--budget-steps", type=int, help="stop (with a checkpoint) after this many steps")
+    tr.add_argument("--threads", type=int, help="CPU threads for torch")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_device_flag(tr)
+    add_json_flag(tr)
+    tr.set_defaults(handler=_cmd_train)
+
+    fq = sub.add_parser("fit-quantizer", help="fit the 12-level embedding quantiser of a run on its training audio")
+    fq.add_argument("run", help="run folder of `musiclm mulan train`")
+    fq.add_argument("--corpus", action="append", help="corpus folder (default: the run's own corpora)")
+    fq.add_argument("--set", action="append", metavar="KEY=VALUE", help="quantiser override, e.g. codebook_size=256")
+    fq.add_argument("--compare", help="also compare these codebook sizes on the test split, e.g. 16,64,256,1024")
+    fq.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_device_flag(fq)
+    add_json_flag(fq)
+    fq.set_defaults(handler=_cmd_fit_quantizer)
+
+    ex = sub.add_parser("export", help="a run (with its quantiser; fitted now if missing) -> fp16 model folder")
+    ex.add_argument("run", help="run folder of `musiclm mulan train`")
+    ex.add_argument("-o", "--output", required=True, help="model folder to write")
+    ex.add_argument("--no-ema", action="store_true", help="export the raw weights even if EMA weights exist")
+    ex.add_argument("--no-fit", action="store_true", help="fail instead of fitting a missing quantiser")
+    ex.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_json_flag(ex)
+    ex.set_defaults(handler=_cmd_export)
+
+    ev = sub.add_parser("eval", help="retrieval, zero-shot and paraphrase robustness on held-out clips")
+    ev.add_argument("--corpus", required=True, help="corpus folder")
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--max-clips", type=int, default=1000)
+    ev.add_argument("--musiccaps", help="MusicCaps CSV: list the top clips for 20 of its captions")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("-o", "--output", help="also write the full report as JSON here")
+    model_flags(ev)
+    ev.set_defaults(handler=_cmd_eval)
