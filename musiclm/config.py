@@ -145,7 +145,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML 1.1 reads "8e-4" as a string; numbers should stay numbers
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        out[key.strip()] = value
     return out
 
 
