@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -138,6 +139,9 @@ def merge(config: T, overrides: dict[str, Any]) -> T:
     return from_dict(type(config), data)
 
 
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Parse CLI overrides ``key.sub=value`` (values are YAML scalars/lists)."""
     out: dict[str, Any] = {}
@@ -146,9 +150,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} must look like key=value")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw)
-        if isinstance(value, str):  # YAML 1.1 reads "8e-4" as a string; numbers should stay numbers
-            with contextlib.suppress(ValueError):
-                value = float(value)
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads "8e-4" as a string
         out[key.strip()] = value
     return out
 

@@ -100,7 +100,8 @@ def test_merge_and_overrides():
         merge(cfg, {"inner.nope": 1})
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["width"])
-    assert parse_overrides(["lr=8e-4", "name=abc", "n=3"]) == {"lr": 8e-4, "name": "abc", "n": 3}
+    parsed = parse_overrides(["lr=8e-4", "name=abc", "n=3", "tag=inf"])
+    assert parsed == {"lr": 8e-4, "name": "abc", "n": 3, "tag": "inf"}
 
 
 def test_presets_registry():
