@@ -15,6 +15,7 @@ from typing import Any
 
 from musiclm.cli import add_device_flag, add_json_flag, emit
 from musiclm.errors import MusicLMError
+from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
 MODEL_ENV = "MUSICLM_MULAN"
 
@@ -31,19 +32,10 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "pretrained" / "mulan"
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
-        import torch
-
-        if args.threads < 1:
-            raise MuLanUsageError(f"--threads must be >= 1 (got {args.threads})")
-        torch.set_num_threads(args.threads)
-
-
 def _load(args: argparse.Namespace) -> Any:
     from musiclm.mulan.api import MuLan
 
-    _set_threads(args)
+    set_threads(args)
     folder = Path(args.model) if args.model else default_model_dir()
     if not folder.exists():
         raise MuLanUsageError(f"no MuLan model at {folder}; pass --model DIR (made by `musiclm mulan export`) "
@@ -143,35 +135,11 @@ def _cmd_tag(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------------ train
 def _cmd_train(args: argparse.Namespace) -> None:
-    from musiclm.config import load_yaml, merge, parse_overrides, preset, save_yaml
     from musiclm.mulan.config import MuLanTrainingConfig
     from musiclm.mulan.recipe import train_mulan
-    from musiclm.train.distributed import teardown_distributed
 
-    _set_threads(args)
-    config = load_yaml(MuLanTrainingConfig, args.config) if args.config else preset("mulan", args.preset)
-    overrides = parse_overrides(args.set or [])
-    if args.budget_minutes is not None:
-        overrides["train.budget_minutes"] = args.budget_minutes
-    if args.budget_steps is not None:
-        overrides["train.budget_steps"] = args.budget_steps
-    if args.device != "auto":
-        overrides["train.device"] = args.device
-    if args.no_progress:
-        overrides["train.progress"] = False
-    if overrides:
-        config = merge(config, overrides)
-    run = Path(args.run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_yaml(config, run / "mulan-train.yaml")
-    try:
-        result = train_mulan(config, args.corpus, run)
-    finally:
-        teardown_distributed()
-    if int(os.environ.get("RANK", "0")) == 0:
-        emit({"run_dir": str(run), "step": result.step, "reason": result.reason,
-              "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-              "last_logs": {k: round(v, 6) for k, v in result.last_logs.items()}}, args)
+    set_threads(args)
+    run_training(args, train_config(args, MuLanTrainingConfig, "mulan"), "mulan", train_mulan)
 
 
 # ---------------------------------------------------------------------------------------- fit-quantizer
@@ -192,7 +160,7 @@ def _cmd_fit_quantizer(args: argparse.Namespace) -> None:
     from musiclm.mulan.api import run_config
     from musiclm.mulan.fit import fit_run_quantizer
 
-    _set_threads(args)
+    set_threads(args)
     qcfg = run_config(args.run).model.quantizer
     overrides = parse_overrides(args.set or [])
     if overrides:
@@ -218,7 +186,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from musiclm.mulan.api import QUANTIZER_FILE, WEIGHTS_FILE, MuLan
     from musiclm.mulan.model import count_parameters
 
-    _set_threads(args)
+    set_threads(args)
     run = Path(args.run)
     if not (run / QUANTIZER_FILE).exists():
         if args.no_fit:
@@ -283,17 +251,7 @@ def register(subparsers: Any) -> None:
     tag.set_defaults(handler=_cmd_tag)
 
     tr = sub.add_parser("train", help="train (or resume) MuLan on corpus folders; works under torchrun")
-    tr.add_argument("--corpus", action="append", required=True, help="corpus folder (repeatable)")
-    tr.add_argument("--run-dir", required=True, help="run folder (re-running the command resumes it)")
-    tr.add_argument("--preset", default="small", help="small (CPU) or paper (GPU)")
-    tr.add_argument("--config", help="a full YAML config (see `musiclm config show mulan`)")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.max_steps=100")
-    tr.add_argument("--budget-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    tr.add_argument("--budget-steps", type=int, help="stop (with a checkpoint) after this many steps")
-    tr.add_argument("--threads", type=int, help="CPU threads for torch")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    add_device_flag(tr)
-    add_json_flag(tr)
+    add_train_arguments(tr, "mulan")
     tr.set_defaults(handler=_cmd_train)
 
     fq = sub.add_parser("fit-quantizer", help="fit the 12-level embedding quantiser of a run on its training audio")

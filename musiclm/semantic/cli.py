@@ -18,6 +18,7 @@ from typing import Any
 
 from musiclm.cli import add_device_flag, add_json_flag, emit
 from musiclm.errors import MusicLMError
+from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
 MODEL_ENV = "MUSICLM_SEMANTIC"
 KMEANS_DIR = "kmeans"
@@ -33,15 +34,6 @@ def default_model_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parent.parent / "pretrained" / "semantic"
-
-
-def _set_threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
-        import torch
-
-        if args.threads < 1:
-            raise SemanticUsageError(f"--threads must be >= 1 (got {args.threads})")
-        torch.set_num_threads(args.threads)
 
 
 def _load_tokenizer(args: argparse.Namespace) -> Any:
@@ -67,7 +59,7 @@ def _cmd_tokenize(args: argparse.Namespace) -> None:
     from musiclm.audio import load_audio
     from musiclm.fileio import atomic_path
 
-    _set_threads(args)
+    set_threads(args)
     tokenizer = _load_tokenizer(args)
     wav, rate = load_audio(args.file, sample_rate=None, allow_silent=True)
     started = time.perf_counter()
@@ -97,48 +89,24 @@ def _cmd_tokenize(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> None:
-    from musiclm.config import load_yaml, merge, parse_overrides, preset, save_yaml
+    from musiclm.config import merge
     from musiclm.semantic.config import SemanticTrainingConfig
     from musiclm.semantic.recipe import train_semantic
-    from musiclm.train.distributed import teardown_distributed
 
-    _set_threads(args)
-    config = load_yaml(SemanticTrainingConfig, args.config) if args.config else preset("semantic", args.preset)
-    user = parse_overrides(args.set or [])
-    if user:
-        config = merge(config, user)
-    overrides: dict[str, Any] = {}
+    set_threads(args)
+    config = train_config(args, SemanticTrainingConfig, "semantic")
+    extra: dict[str, Any] = {}
     if args.iteration == 1:
         teacher = args.teacher or config.targets.teacher
         if not teacher:
             raise SemanticUsageError("--iteration 1 needs --teacher RUN_OR_MODEL (the iteration-0 run folder)")
-        overrides.update({"targets.iteration": 1, "targets.features": ["teacher"], "targets.teacher": str(teacher),
-                          "targets.clusters": [config.targets.teacher_clusters]})
+        extra.update({"targets.iteration": 1, "targets.features": ["teacher"], "targets.teacher": str(teacher),
+                      "targets.clusters": [config.targets.teacher_clusters]})
         if args.teacher_layer is not None:
-            overrides["targets.teacher_layer"] = args.teacher_layer
+            extra["targets.teacher_layer"] = args.teacher_layer
     elif args.teacher or args.teacher_layer is not None:
         raise SemanticUsageError("--teacher and --teacher-layer belong to --iteration 1")
-    if args.budget_minutes is not None:
-        overrides["train.budget_minutes"] = args.budget_minutes
-    if args.budget_steps is not None:
-        overrides["train.budget_steps"] = args.budget_steps
-    if args.device != "auto":
-        overrides["train.device"] = args.device
-    if args.no_progress:
-        overrides["train.progress"] = False
-    if overrides:
-        config = merge(config, overrides)
-    run = Path(args.run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_yaml(config, run / "semantic-train.yaml")
-    try:
-        result = train_semantic(config, args.corpus, run)
-    finally:
-        teardown_distributed()
-    if int(os.environ.get("RANK", "0")) == 0:
-        emit({"run_dir": str(run), "step": result.step, "reason": result.reason,
-              "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-              "last_logs": {k: round(v, 6) for k, v in result.last_logs.items()}}, args)
+    run_training(args, merge(config, extra) if extra else config, "semantic", train_semantic)
 
 
 # ---------------------------------------------------------------------------------------- fit-kmeans
@@ -151,7 +119,7 @@ def _cmd_fit_kmeans(args: argparse.Namespace) -> None:
     from musiclm.semantic.recipe import training_clips
     from musiclm.semantic.tokenizer import fit_token_kmeans
 
-    _set_threads(args)
+    set_threads(args)
     model, config, checkpoint = model_from_run(args.run, prefer_ema=not args.no_ema)
     tok = config.tokenizer
     layer = args.layer if args.layer is not None else tok.layer
@@ -212,7 +180,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from musiclm.device import resolve_device
     from musiclm.semantic.evaluate import evaluate_layers, evaluate_tokenizer
 
-    _set_threads(args)
+    set_threads(args)
     if bool(args.model) == bool(args.run):
         raise SemanticUsageError("pass either --model DIR (an exported tokenizer) or --run RUN (to compare layers)")
     if args.run:
@@ -260,21 +228,11 @@ def register(subparsers: Any) -> None:
     tok.set_defaults(handler=_cmd_tokenize)
 
     tr = sub.add_parser("train", help="train (or resume) the self-supervised model; works under torchrun")
-    tr.add_argument("--corpus", action="append", required=True, help="corpus folder (repeatable)")
-    tr.add_argument("--run-dir", required=True, help="run folder (re-running the command resumes it)")
     tr.add_argument("--iteration", type=int, choices=[0, 1], default=0,
                     help="0: targets from hand-made features; 1: targets from a trained model's layer")
     tr.add_argument("--teacher", help="iteration 1: run or tokenizer folder of the iteration-0 model")
     tr.add_argument("--teacher-layer", type=int, help="iteration 1: the teacher layer to cluster")
-    tr.add_argument("--preset", default="small", help="small (CPU) or paper (GPU)")
-    tr.add_argument("--config", help="a full YAML config (see `musiclm config show semantic`)")
-    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.max_steps=100")
-    tr.add_argument("--budget-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    tr.add_argument("--budget-steps", type=int, help="stop (with a checkpoint) after this many steps")
-    tr.add_argument("--threads", type=int, help="CPU threads for torch")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    add_device_flag(tr)
-    add_json_flag(tr)
+    add_train_arguments(tr, "semantic")
     tr.set_defaults(handler=_cmd_train)
 
     km = sub.add_parser("fit-kmeans", help="fit the token k-means on one layer of a run's latest model")
