@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from musiclm.bundled import default_model_dir, model_env
 from musiclm.cli import add_device_flag, add_json_flag, emit
 from musiclm.errors import MusicLMError
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
-MODEL_ENV = "MUSICLM_CODEC"
+MODEL_ENV = model_env("codec")
 BITRATE_CHOICES = ("1.5", "3", "6")
 
 
@@ -25,18 +25,10 @@ class CodecUsageError(MusicLMError):
     """A codec command's argument is unusable."""
 
 
-def default_model_dir() -> Path:
-    """``$MUSICLM_CODEC`` if set, else the codec bundled with the package (``musiclm/pretrained/codec``)."""
-    env = os.environ.get(MODEL_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "pretrained" / "codec"
-
-
 def _load_codec(args: argparse.Namespace) -> Any:
     from musiclm.codec.api import Codec
 
-    folder = Path(args.model) if args.model else default_model_dir()
+    folder = Path(args.model) if args.model else default_model_dir("codec")
     if not folder.exists():
         raise CodecUsageError(f"no codec model at {folder}; pass --model DIR (made by `musiclm codec export`) "
                               f"or set ${MODEL_ENV}")

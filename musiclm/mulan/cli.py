@@ -8,35 +8,27 @@ stays fast. Commands that use a trained model take ``--model DIR`` (default ``$M
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from musiclm.bundled import default_model_dir, model_env
 from musiclm.cli import add_device_flag, add_json_flag, emit
 from musiclm.errors import MusicLMError
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
-MODEL_ENV = "MUSICLM_MULAN"
+MODEL_ENV = model_env("mulan")
 
 
 class MuLanUsageError(MusicLMError):
     """A MuLan command's argument is unusable."""
 
 
-def default_model_dir() -> Path:
-    """``$MUSICLM_MULAN`` if set, else the MuLan bundled with the package (``musiclm/pretrained/mulan``)."""
-    env = os.environ.get(MODEL_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "pretrained" / "mulan"
-
-
 def _load(args: argparse.Namespace) -> Any:
     from musiclm.mulan.api import MuLan
 
     set_threads(args)
-    folder = Path(args.model) if args.model else default_model_dir()
+    folder = Path(args.model) if args.model else default_model_dir("mulan")
     if not folder.exists():
         raise MuLanUsageError(f"no MuLan model at {folder}; pass --model DIR (made by `musiclm mulan export`) "
                               f"or set ${MODEL_ENV}")

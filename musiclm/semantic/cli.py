@@ -16,11 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from musiclm.bundled import default_model_dir, model_env
 from musiclm.cli import add_device_flag, add_json_flag, emit
 from musiclm.errors import MusicLMError
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
-MODEL_ENV = "MUSICLM_SEMANTIC"
+MODEL_ENV = model_env("semantic")
 KMEANS_DIR = "kmeans"
 
 
@@ -28,18 +29,10 @@ class SemanticUsageError(MusicLMError):
     """A semantic command's argument is unusable."""
 
 
-def default_model_dir() -> Path:
-    """``$MUSICLM_SEMANTIC`` if set, else the tokenizer bundled with the package (``musiclm/pretrained/semantic``)."""
-    env = os.environ.get(MODEL_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "pretrained" / "semantic"
-
-
 def _load_tokenizer(args: argparse.Namespace) -> Any:
     from musiclm.semantic.tokenizer import SemanticTokenizer
 
-    folder = Path(args.model) if args.model else default_model_dir()
+    folder = Path(args.model) if args.model else default_model_dir("semantic")
     if not folder.exists():
         raise SemanticUsageError(f"no semantic tokenizer at {folder}; pass --model DIR (made by `musiclm semantic "
                                  f"export`) or set ${MODEL_ENV}")
