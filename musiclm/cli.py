@@ -46,6 +46,16 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
                         help="where to compute (default: auto = CUDA when available)")
 
 
+def add_model_flags(parser: argparse.ArgumentParser, component: str, label: str) -> None:
+    """``--model`` (default: ``$MUSICLM_<COMPONENT>`` or the bundled model), ``--threads``, ``--device``, ``--json``."""
+    from musiclm.bundled import model_env
+
+    parser.add_argument("--model", help=f"{label} folder (default: ${model_env(component)} or the bundled {label})")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    add_device_flag(parser)
+    add_json_flag(parser)
+
+
 # ------------------------------------------------------------------------------------------------ info
 def _cmd_info(args: argparse.Namespace) -> None:
     import platform

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from musiclm.bundled import default_model_dir, model_env
-from musiclm.cli import add_device_flag, add_json_flag, emit
+from musiclm.cli import add_json_flag, add_model_flags, emit
 from musiclm.errors import MusicLMError
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
@@ -145,24 +145,18 @@ def register(subparsers: Any) -> None:
     codec = subparsers.add_parser("codec", help="SoundStream codec: audio <-> acoustic tokens; train, export")
     sub = codec.add_subparsers(dest="codec_command", metavar="ACTION", required=True)
 
-    def model_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help=f"codec folder (default: ${MODEL_ENV} or the bundled codec)")
-        p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-        add_device_flag(p)
-        add_json_flag(p)
-
     enc = sub.add_parser("encode", help="audio file -> codes .npy [levels, frames] (+ .json sidecar)")
     enc.add_argument("input")
     enc.add_argument("-o", "--output", required=True, help="codes file (.npy)")
     enc.add_argument("--bitrate", choices=BITRATE_CHOICES, default="6", help="kbps: 1.5, 3 or 6 (3/6/12 levels)")
-    model_flags(enc)
+    add_model_flags(enc, "codec", "codec")
     enc.set_defaults(handler=_cmd_encode)
 
     dec = sub.add_parser("decode", help="codes .npy -> audio file (24 kHz; original length when the sidecar exists)")
     dec.add_argument("codes")
     dec.add_argument("-o", "--output", required=True, help="a .wav or .flac path")
     dec.add_argument("--original-rate", action="store_true", help="resample to the rate recorded in the sidecar")
-    model_flags(dec)
+    add_model_flags(dec, "codec", "codec")
     dec.set_defaults(handler=_cmd_decode)
 
     rt = sub.add_parser("roundtrip", help="encode and decode an audio file; prints quality measures")
@@ -170,7 +164,7 @@ def register(subparsers: Any) -> None:
     rt.add_argument("-o", "--output", required=True, help="a .wav or .flac path (24 kHz, the input's duration)")
     rt.add_argument("--bitrate", choices=BITRATE_CHOICES, default="6")
     rt.add_argument("--original-rate", action="store_true", help="write at the input's sample rate and length")
-    model_flags(rt)
+    add_model_flags(rt, "codec", "codec")
     rt.set_defaults(handler=_cmd_roundtrip)
 
     tr = sub.add_parser("train", help="train (or resume) a codec on corpus folders; works under torchrun")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from musiclm.bundled import default_model_dir, model_env
-from musiclm.cli import add_device_flag, add_json_flag, emit
+from musiclm.cli import add_device_flag, add_json_flag, add_model_flags, emit
 from musiclm.errors import MusicLMError
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
@@ -214,18 +214,12 @@ def register(subparsers: Any) -> None:
     mulan = subparsers.add_parser("mulan", help="MuLan music-text embedding: search, tag, embed; train, export")
     sub = mulan.add_subparsers(dest="mulan_command", metavar="ACTION", required=True)
 
-    def model_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help=f"MuLan folder (default: ${MODEL_ENV} or the bundled model)")
-        p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-        add_device_flag(p)
-        add_json_flag(p)
-
     emb = sub.add_parser("embed", help="texts or audio files -> 128-d MuLan embeddings (and tokens)")
     emb.add_argument("--text", action="append", help="a text to embed (repeatable)")
     emb.add_argument("--audio", action="append", help="an audio file to embed (repeatable)")
     emb.add_argument("-o", "--output", help="write the embeddings [N, 128] to this .npy file")
     emb.add_argument("--tokens", action="store_true", help="also print the conditioning tokens")
-    model_flags(emb)
+    add_model_flags(emb, "mulan", "MuLan")
     emb.set_defaults(handler=_cmd_embed)
 
     se = sub.add_parser("search", help="the clips of a corpus folder closest to a text query")
@@ -233,13 +227,13 @@ def register(subparsers: Any) -> None:
     se.add_argument("--corpus", required=True, help="corpus folder (its embeddings are cached inside it)")
     se.add_argument("--top", type=int, default=5)
     se.add_argument("--split", choices=["train", "valid", "test"], help="search one split only")
-    model_flags(se)
+    add_model_flags(se, "mulan", "MuLan")
     se.set_defaults(handler=_cmd_search)
 
     tag = sub.add_parser("tag", help="zero-shot tags of an audio file: genre, instruments, mood, tempo")
     tag.add_argument("file")
     tag.add_argument("--top", type=int, default=3, help="tags per category (tempo: always 1)")
-    model_flags(tag)
+    add_model_flags(tag, "mulan", "MuLan")
     tag.set_defaults(handler=_cmd_tag)
 
     tr = sub.add_parser("train", help="train (or resume) MuLan on corpus folders; works under torchrun")
@@ -272,5 +266,5 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--musiccaps", help="MusicCaps CSV: list the top clips for 20 of its captions")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("-o", "--output", help="also write the full report as JSON here")
-    model_flags(ev)
+    add_model_flags(ev, "mulan", "MuLan")
     ev.set_defaults(handler=_cmd_eval)
