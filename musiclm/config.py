@@ -31,6 +31,7 @@ PRESET_MODULES = [
     "musiclm.codec.config",
     "musiclm.mulan.config",
     "musiclm.semantic.config",
+    "musiclm.lm.stage_config",
 ]
 """Modules whose import registers presets (one per model package); missing ones are skipped."""
 

@@ -24,3 +24,24 @@ def sine():
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def tiny_musiclm():
+    """A complete MusicLM with tiny random components (built once per session; treat it as read-only)."""
+    import torch
+
+    from musiclm.random_model import random_musiclm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return random_musiclm("tiny", seed=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_musiclm, tmp_path_factory):
+    """The tiny random MusicLM saved as a model folder."""
+    return tiny_musiclm.save(tmp_path_factory.mktemp("tiny-musiclm"))

@@ -18,9 +18,11 @@ from musiclm.errors import MusicLMError
 T = TypeVar("T")
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, model: str) -> None:
-    """The options of a train command: corpora, run folder, config, overrides, budgets, threads, device."""
-    parser.add_argument("--corpus", action="append", required=True, help="corpus folder (repeatable)")
+def add_train_arguments(parser: argparse.ArgumentParser, model: str, data_help: str = "corpus folder (repeatable)",
+                        data_flag: str = "--corpus") -> None:
+    """The options of a train command: data folders (``--corpus``, stored as ``args.corpus`` whatever the flag),
+    run folder, config, overrides, budgets, threads, device."""
+    parser.add_argument(data_flag, dest="corpus", action="append", required=True, help=data_help)
     parser.add_argument("--run-dir", required=True, help="run folder (re-running the command resumes it)")
     parser.add_argument("--preset", default="small", help="small (CPU) or paper (GPU)")
     parser.add_argument("--config", help=f"a full YAML config (see `musiclm config show {model}`)")

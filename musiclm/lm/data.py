@@ -1,0 +1,135 @@
+"""Training sequences of a stage, cut from a token store: random windows laid out by the stage's layout.
+
+An item is ``{"tokens": [L], "labels": [L], "index": i}``: the window's condition and targets (shifted by one
+for next-token prediction), padded to the stage's full window length; condition and padding positions carry
+the label :data:`~musiclm.lm.layout.IGNORE`. Condition dropout (null MuLan tokens) is drawn here, per item,
+from ``(seed, epoch, index)``, so a resumed run sees the same sequences.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from musiclm.errors import MusicLMError
+from musiclm.lm.layout import IGNORE, PAD, TokenSpaces
+from musiclm.lm.stage_config import StageConfig
+
+
+class TokenClips(Protocol):
+    """What a stage dataset reads: per-clip tokens (a :class:`musiclm.tokenstore.TokenStore` provides it)."""
+
+    def __len__(self) -> int: ...
+
+    def codes(self, index: int) -> np.ndarray: ...  # [levels, frames] acoustic codes (50 Hz)
+
+    def semantic(self, index: int) -> np.ndarray: ...  # [frames] semantic tokens (25 Hz)
+
+    def mulan_tokens(self, index: int) -> np.ndarray: ...  # [Q] MuLan audio tokens
+
+
+class StageDataError(MusicLMError):
+    """The token store cannot feed this stage."""
+
+
+def token_spaces_of(info: dict[str, Any], fine_levels: int | None = None) -> TokenSpaces:
+    """The :class:`TokenSpaces` of a token store's ``store.json`` description."""
+    try:
+        levels = int(info["codec"]["levels"])
+        coarse = int(info["codec"].get("coarse_levels", 4))
+        spaces = TokenSpaces(
+            mulan_levels=int(info["mulan"].get("num_quantizers", info["mulan"].get("levels"))),
+            mulan_codebook=int(info["mulan"]["codebook_size"]),
+            semantic_clusters=int(info["semantic"]["num_clusters"]),
+            acoustic_codebook=int(info["codec"]["codebook_size"]), coarse_levels=coarse,
+            fine_levels=levels - coarse if fine_levels is None else fine_levels,
+            semantic_rate=int(round(float(info["semantic"]["token_rate"]))),
+            acoustic_rate=int(round(float(info["codec"]["frame_rate"]))))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StageDataError(f"the token store description lacks {exc}") from exc
+    if spaces.acoustic_levels > levels:
+        raise StageDataError(f"the store holds {levels} RVQ levels, the stage wants {spaces.acoustic_levels}")
+    return spaces
+
+
+class StageDataset(Dataset):
+    """Random windows of ``config.stage`` over the clips of a token store."""
+
+    def __init__(self, clips: TokenClips, config: StageConfig, seed: int = 0, condition_dropout: bool = True,
+                 random_crops: bool = True):
+        if len(clips) == 0:
+            raise StageDataError("the token store has no clips for this split")
+        self.clips, self.config, self.seed = clips, config, seed
+        self.layout = config.layout()
+        self.window = config.window_frames(self.layout)
+        self.length = config.sequence_length(self.layout) - 1
+        self.dropout = config.condition_dropout if condition_dropout else 0.0
+        self.random_crops = random_crops
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _start(self, available: int, rng: np.random.Generator, step: int = 1) -> int:
+        slack = max(available - self.window, 0) // step
+        if not self.random_crops or slack == 0:
+            return 0
+        return int(rng.integers(0, slack + 1)) * step
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        sequence, condition = self.sequence(index, rng)
+        if self.layout.uses_mulan and self.dropout > 0 and rng.random() < self.dropout:
+            sequence = self.layout.drop_condition(sequence[None], torch.tensor([True]))[0]
+        labels = sequence.clone()
+        labels[:condition] = IGNORE
+        tokens = torch.full((self.length,), PAD, dtype=torch.long)
+        target = torch.full((self.length,), IGNORE, dtype=torch.long)
+        n = min(sequence.shape[0] - 1, self.length)
+        tokens[:n] = sequence[:n]
+        target[:n] = labels[1:n + 1]
+        return {"tokens": tokens, "labels": target, "index": int(index)}
+
+    def sequence(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """The ``[condition + targets]`` id sequence of one window of clip ``index``, and the condition length."""
+        spaces = self.config.tokens
+        stage = self.config.stage
+        if stage == "semantic":
+            semantic = np.asarray(self.clips.semantic(index))
+            start = self._start(len(semantic), rng)
+            window = torch.as_tensor(semantic[start:start + self.window].astype(np.int64))
+            mulan = torch.as_tensor(np.asarray(self.clips.mulan_tokens(index)).astype(np.int64))[None]
+            condition = self.layout.condition(mulan)
+            targets = self.layout.encode_targets(window[None])
+        else:
+            codes = np.asarray(self.clips.codes(index))
+            if codes.shape[0] < spaces.acoustic_levels:
+                raise StageDataError(f"clip {index}: {codes.shape[0]} RVQ levels, need {spaces.acoustic_levels}")
+            ratio = spaces.acoustic_per_semantic
+            semantic = np.asarray(self.clips.semantic(index)) if stage == "coarse" else None
+            available = codes.shape[1] if semantic is None else min(codes.shape[1], len(semantic) * ratio)
+            available = available // ratio * ratio
+            start = self._start(available, rng, ratio)
+            stop = min(start + self.window, available)
+            frames = torch.as_tensor(codes[:, start:stop].astype(np.int64)).T[None]  # [1, n, levels]
+            if stage == "coarse":
+                mulan = torch.as_tensor(np.asarray(self.clips.mulan_tokens(index)).astype(np.int64))[None]
+                sem = torch.as_tensor(semantic[start // ratio:stop // ratio].astype(np.int64))[None]
+                condition = self.layout.condition(mulan, sem)
+                targets = self.layout.encode_targets(frames[..., :spaces.coarse_levels])
+            else:
+                condition = self.layout.condition(frames[..., :spaces.coarse_levels])
+                targets = self.layout.encode_targets(frames[..., spaces.coarse_levels:spaces.acoustic_levels])
+        return torch.cat([condition, targets], dim=1)[0], condition.shape[1]
+
+
+def collate_sequences(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack items of one stage (they share one padded length)."""
+    return {"tokens": torch.stack([i["tokens"] for i in items]), "labels": torch.stack([i["labels"] for i in items]),
+            "index": torch.tensor([i["index"] for i in items])}

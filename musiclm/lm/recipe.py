@@ -1,0 +1,178 @@
+"""Training a generation stage on the engine: next-token prediction over windows of a token store.
+
+The stage's token spaces come from the store (its codec, semantic tokenizer and MuLan quantiser), so a
+stage can only be trained on, and later chained with, tokens of the models it was built for: the store's
+fingerprint is recorded in the stage config and checked when the pipeline assembles the three stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from musiclm.config import to_dict
+from musiclm.lm.data import StageDataError, StageDataset, collate_sequences, token_spaces_of
+from musiclm.lm.layout import IGNORE
+from musiclm.lm.stage_config import StageTrainingConfig
+from musiclm.lm.transformer import Transformer
+from musiclm.train.engine import Phase, Recipe, StepContext, Trainer, TrainResult
+
+log = logging.getLogger("musiclm.lm")
+EVAL_SEED = 9_001
+
+
+def open_store(folder: str | os.PathLike[str]) -> Any:
+    from musiclm.tokenstore import TokenStore
+
+    return TokenStore.open(folder)
+
+
+def store_info_dict(store: Any) -> dict[str, Any]:
+    """A token store's ``store.json`` content as a plain dict."""
+    info = store.info
+    if isinstance(info, dict):
+        return info
+    return info.to_dict() if hasattr(info, "to_dict") else to_dict(info)
+
+
+def store_fingerprint(info: dict[str, Any]) -> str:
+    """One string naming the three models whose tokens a store holds."""
+    parts = []
+    for name in ("codec", "semantic", "mulan"):
+        entry = info.get(name) or {}
+        parts.append(str(entry.get("fingerprint", "")))
+    return "/".join(parts)
+
+
+def configure_for_store(config: StageTrainingConfig, info: dict[str, Any]) -> StageTrainingConfig:
+    """``config`` with the token spaces and fingerprint of a store (fine levels kept as configured)."""
+    spaces = token_spaces_of(info, fine_levels=config.model.tokens.fine_levels)
+    model = replace(config.model, tokens=spaces, store_fingerprint=store_fingerprint(info)).resolved()
+    out = replace(config, model=model)
+    out.validate()
+    return out
+
+
+def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled positions."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
+
+
+class StageRecipe(Recipe):
+    """One phase: cross-entropy of the stage Transformer on its windows."""
+
+    def __init__(self, config: StageTrainingConfig, store_dir: str | os.PathLike[str]):
+        self.store_dir = str(store_dir)
+        store = open_store(store_dir)
+        self.config = configure_for_store(config, store_info_dict(store))
+        self.store = store
+        self._eval_batches: list[dict[str, torch.Tensor]] | None = None
+
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"lm": Transformer(self.config.model.transformer)}
+
+    def build_dataset(self) -> Dataset:
+        return StageDataset(self.store.select("train"), self.config.model, seed=self.config.train.seed)
+
+    def collate(self, items: list[Any]) -> Any:
+        return collate_sequences(items)
+
+    def phases(self) -> list[Phase]:
+        return [Phase("lm", ("lm",), self.loss, param_groups=self.param_groups)]
+
+    def param_groups(self, models: dict[str, nn.Module]) -> list[dict[str, Any]]:
+        """No weight decay on norms, biases and embeddings."""
+        decay, no_decay = [], []
+        for name, param in models["lm"].named_parameters():
+            if not param.requires_grad:
+                continue
+            (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
+        wd = self.config.train.optimizer_for("lm").weight_decay
+        return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = ctx.model("lm")(ctx.batch["tokens"])
+        return sequence_loss(logits, ctx.batch["labels"]), {}  # the engine logs the loss itself
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"config": to_dict(self.config), "store": self.store_dir}
+
+    def _eval_data(self) -> list[dict[str, torch.Tensor]]:
+        if self._eval_batches is None:
+            try:
+                valid = self.store.select("valid")
+                dataset = StageDataset(valid, self.config.model, seed=EVAL_SEED, condition_dropout=False)
+            except StageDataError:
+                self._eval_batches = []
+                return self._eval_batches
+            size = self.config.train.batch_size
+            count = min(len(dataset), self.config.eval_batches * size)
+            picks = np.random.default_rng(EVAL_SEED).permutation(len(dataset))[:count]
+            items = [dataset[int(i)] for i in picks]
+            self._eval_batches = [collate_sequences(items[i:i + size]) for i in range(0, len(items), size)]
+        return self._eval_batches
+
+    @torch.no_grad()
+    def evaluate(self, models: dict[str, nn.Module], step: int) -> dict[str, float]:
+        """Validation loss, perplexity and top-1 accuracy per target level on fixed windows."""
+        batches = self._eval_data()
+        if not batches:
+            return {}
+        return evaluate_stage(models["lm"], batches, self.config.model.layout().levels)
+
+
+@torch.no_grad()
+def evaluate_stage(model: nn.Module, batches: list[dict[str, torch.Tensor]], levels: int) -> dict[str, float]:
+    """Token-weighted loss and accuracy (overall and per level) of ``model`` on ``batches``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss, total = 0.0, 0
+    correct = torch.zeros(levels)
+    counts = torch.zeros(levels)
+    try:
+        for batch in batches:
+            tokens, labels = batch["tokens"].to(device), batch["labels"].to(device)
+            logits = model(tokens)
+            mask = labels != IGNORE
+            n = int(mask.sum())
+            if n == 0:
+                continue
+            total_loss += float(sequence_loss(logits, labels)) * n
+            total += n
+            hits = (logits.argmax(-1) == labels) & mask
+            # level of each labelled position: its index among the labelled positions of its row, mod levels
+            order = torch.cumsum(mask.long(), dim=1) - 1
+            level = torch.where(mask, order % levels, torch.zeros_like(order))
+            for q in range(levels):
+                sel = mask & (level == q)
+                counts[q] += float(sel.sum())
+                correct[q] += float((hits & sel).sum())
+    finally:
+        model.train(was_training)
+    if total == 0:
+        return {}
+    loss = total_loss / total
+    out = {"loss": loss, "perplexity": float(np.exp(min(loss, 50.0))),
+           "accuracy": float(correct.sum() / counts.sum().clamp(min=1))}
+    if levels > 1:
+        out.update({f"accuracy_level{q + 1}": float(correct[q] / max(counts[q], 1)) for q in range(levels)})
+    return out
+
+
+def train_stage(config: StageTrainingConfig, stores: list[str | os.PathLike[str]],
+                run_dir: str | os.PathLike[str]) -> TrainResult:
+    """Train (or resume) one stage on a token store; checkpoints go to ``run_dir``."""
+    if len(stores) != 1:
+        raise StageDataError("a stage trains on exactly one token store (`musiclm tokenize` can merge corpora)")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    return Trainer(StageRecipe(config, stores[0]), config.train, run_dir).fit()

@@ -1,0 +1,215 @@
+"""``StageLM``: one generation stage (a layout + a Transformer) that samples in sliding windows, and its files.
+
+A model folder holds ``config.yaml`` (a :class:`StageConfig`) and ``model.safetensors`` (fp16 weights).
+Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from musiclm import __version__
+from musiclm.config import load_yaml, save_yaml
+from musiclm.errors import ConfigError, MusicLMError
+from musiclm.fileio import atomic_path
+from musiclm.lm.layout import StageLayout
+from musiclm.lm.sampling import SamplingParams, generate_tokens
+from musiclm.lm.stage_config import StageConfig
+from musiclm.lm.transformer import Transformer
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+
+ConditionFn = Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor | None]]
+"""``(start, first_new, end) -> (condition ids [B, L], null-condition ids [B, L] or None)`` of the window
+covering target frames ``[start, end)`` whose new (sampled) frames begin at ``first_new``."""
+ProgressFn = Callable[[int, int], None]
+"""``(tokens done, tokens in all) -> None``."""
+
+
+class StageError(MusicLMError):
+    """A stage model folder or a stage call is unusable."""
+
+
+class StageLM:
+    """One of the three MusicLM stages, ready to sample.
+
+    :meth:`generate` continues (or starts) a ``[B, frames, levels]`` target sequence in windows: the first
+    window samples up to ``window`` frames; each later one keeps the last ``window - stride`` frames as context
+    and samples ``stride`` new ones, with the condition of its own time span (so story mode can switch MuLan
+    tokens between windows).
+    """
+
+    def __init__(self, config: StageConfig, model: Transformer | None = None, device: str | torch.device = "cpu"):
+        config.validate()
+        self.config = config
+        self.layout: StageLayout = config.layout()
+        self.model = (model if model is not None else Transformer(config.transformer)).eval().requires_grad_(False)
+        self.source: str | None = None
+        self.decode_dtype: torch.dtype | None = None  # set by :meth:`to`
+        self.to(device)
+
+    # ----------------------------------------------------------------------------------------- basics
+    @property
+    def name(self) -> str:
+        return self.config.stage
+
+    @property
+    def frame_rate(self) -> int:
+        return self.layout.frame_rate
+
+    @property
+    def levels(self) -> int:
+        return self.layout.levels
+
+    def to(self, device: str | torch.device) -> StageLM:
+        """Move to ``device``. On a CPU one-token decoding steps read fp16 copies of the weights (they are
+        memory-bound there: about twice as fast, logits within ~1e-3); elsewhere the float32 weights."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.decode_dtype = torch.float16 if self.device.type == "cpu" else None
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def tokens_to_sample(self, frames: int, prompt_frames: int = 0) -> int:
+        """Sampling steps :meth:`generate` takes for ``frames`` frames after a prompt of ``prompt_frames``."""
+        return max(frames - prompt_frames, 0) * self.levels
+
+    # ------------------------------------------------------------------------------------------ files
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``config.yaml`` and fp16 ``model.safetensors`` (each atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+                   for k, v in self.model.state_dict().items()}
+        tensors = _untie(tensors)
+        meta = {"format": "musiclm-stage", "stage": self.name, "musiclm_version": __version__}
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        save_yaml(self.config, folder / CONFIG_FILE)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str], device: str | torch.device = "cpu",
+                        stage: str | None = None) -> StageLM:
+        """Load a folder written by :meth:`save` (``musiclm lm export``); ``stage`` checks which stage it is."""
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
+            raise StageError(f"{folder}: not a stage model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}; make "
+                             f"one with `musiclm lm export RUN -o DIR`)")
+        config = load_yaml(StageConfig, folder / CONFIG_FILE)
+        if stage is not None and config.stage != stage:
+            raise StageError(f"{folder} holds the {config.stage} stage, not the {stage} stage")
+        model = Transformer(config.transformer)
+        try:
+            tensors = load_file(str(folder / WEIGHTS_FILE))
+        except Exception as exc:  # safetensors raises its own error types
+            raise StageError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({exc})") from exc
+        load_state(model, tensors, folder / WEIGHTS_FILE)
+        lm = cls(config, model, device)
+        lm.source = str(folder)
+        return lm
+
+    # ------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, frames: int, condition: ConditionFn, batch: int, *, prompt: torch.Tensor | None = None,
+                 params: SamplingParams | None = None, generator: torch.Generator | None = None,
+                 progress: ProgressFn | None = None, use_cache: bool = True) -> torch.Tensor:
+        """``[B, frames, levels]`` target values: ``prompt`` (``[B, p, levels]`` or ``[B, p]``) then sampled ones.
+
+        ``condition(start, first_new, end)`` gives the condition of each window (see :data:`ConditionFn`).
+        """
+        params = params or self.config.sampling
+        params.validate()
+        generator = generator or torch.Generator(device="cpu").manual_seed(0)
+        window = self.config.window_frames(self.layout)
+        stride = self.config.stride_frames(self.layout)
+        if frames < 0:
+            raise StageError(f"frames must be >= 0, got {frames}")
+        out = self._prompt(prompt, batch)
+        have = out.shape[1]
+        if have >= frames:
+            return out[:, :frames]
+        total_steps = (frames - have) * self.levels
+        done = 0
+        while have < frames:
+            context = min(have, window - stride) if have else 0
+            if have and context == 0:
+                context = min(have, window - 1)
+            new = min(window - context, frames - have)
+            start = have - context
+            cond, uncond = condition(start, have, have + new)
+            if cond.shape[0] != batch:
+                raise StageError(f"the condition has batch {cond.shape[0]}, expected {batch}")
+            past = self.layout.encode_targets(out[:, start:]).to(self.device)
+            prefix = torch.cat([cond.to(self.device), past], dim=1)
+            uncond_prefix = None
+            if uncond is not None and params.cfg_scale != 1.0:
+                uncond_prefix = torch.cat([uncond.to(self.device), past], dim=1)
+
+            def step(i: int, _done: int = done) -> None:  # i = steps done in this window
+                if progress is not None:
+                    progress(_done + i, total_steps)
+
+            ids = generate_tokens(self.model, prefix, self.layout.target_ranges(new).to(self.device), params,
+                                  generator, uncond_prefix=uncond_prefix, use_cache=use_cache, progress=step,
+                                  weight_dtype=self.decode_dtype if use_cache else None)
+            out = torch.cat([out, self.layout.decode_targets(ids).cpu()], dim=1)
+            have = out.shape[1]
+            done += new * self.levels
+        return out
+
+    def _prompt(self, prompt: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if prompt is None:
+            return torch.zeros(batch, 0, self.levels, dtype=torch.long)
+        if prompt.dim() == 2 and self.levels == 1:
+            prompt = prompt.unsqueeze(-1)
+        if prompt.dim() != 3 or prompt.shape[0] != batch or prompt.shape[2] != self.levels:
+            raise StageError(f"expected a {self.name} prompt of shape [{batch}, frames, {self.levels}], "
+                             f"got {tuple(prompt.shape)}")
+        return prompt.long().cpu()
+
+
+def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage: give tied tensors their own copy."""
+    seen: dict[int, str] = {}
+    out = {}
+    for key, value in tensors.items():
+        ptr = value.data_ptr()
+        out[key] = value.clone() if ptr in seen else value
+        seen.setdefault(ptr, key)
+    return out
+
+
+def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str | os.PathLike[str]) -> None:
+    """Load ``tensors`` (any float precision) into ``model`` strictly, with a clear error on mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise StageError(f"{where}: weights do not fit the config (missing {missing[:4]}, unexpected "
+                         f"{unexpected[:4]}, wrong shape {wrong[:4]})")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+
+
+def check_stage_chain(semantic: StageLM, coarse: StageLM, fine: StageLM) -> None:
+    """The three stages must agree on their token spaces (and, when recorded, on their token store)."""
+    spaces = [s.config.tokens for s in (semantic, coarse, fine)]
+    a, b, c = spaces
+    if (a.mulan_levels, a.mulan_codebook, a.semantic_clusters) != (b.mulan_levels, b.mulan_codebook,
+                                                                   b.semantic_clusters):
+        raise ConfigError("the semantic and coarse stages disagree on MuLan or semantic token spaces")
+    if (b.acoustic_codebook, b.coarse_levels) != (c.acoustic_codebook, c.coarse_levels):
+        raise ConfigError("the coarse and fine stages disagree on the acoustic token space")
+    prints = {s.config.store_fingerprint for s in (semantic, coarse, fine) if s.config.store_fingerprint}
+    if len(prints) > 1:
+        raise ConfigError("the three stages were trained on different token stores (different codec, semantic "
+                          "tokenizer or MuLan); retrain them on one store")

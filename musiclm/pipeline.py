@@ -1,0 +1,428 @@
+"""``MusicLM``: text (and optionally a melody or an audio prompt) in, 24 kHz music out.
+
+The pipeline composes the parts, each trained on its own: MuLan turns the prompt into conditioning tokens,
+the semantic stage writes 25 Hz semantic tokens, the coarse stage the first RVQ levels of the codec at 50 Hz,
+the fine stage the remaining levels, and the codec's decoder renders the waveform. Durations longer than a
+stage's window are generated in sliding windows (each new window continues the previous one), which is
+also how story mode switches prompts without a seam and how continuation extends an audio prompt.
+
+Typical use::
+
+    from musiclm.pipeline import MusicLM
+    model = MusicLM.from_pretrained()          # the bundled default model
+    audio, rate = model.generate(["an upbeat funk track with slap bass and brass"], duration=10.0, seed=1)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclm.bundled import PRETRAINED
+from musiclm.errors import AudioError, MusicLMError
+from musiclm.lm.sampling import SamplingParams
+from musiclm.lm.stage import StageLM, check_stage_chain
+
+MAX_DURATION = 300.0
+"""The longest audio one call generates, in seconds (five minutes; sliding windows make any length
+possible, this cap only keeps a typo from starting an hours-long job)."""
+MAX_PROMPT_CHARS = 2000
+MODEL_ENV = "MUSICLM_MODEL"
+"""Environment variable naming the default model folder (instead of the bundled one)."""
+MAX_BATCH = 64
+COMPONENTS = {"codec": "codec", "mulan": "mulan", "semantic_tokenizer": "semantic",
+              "semantic": "lm-semantic", "coarse": "lm-coarse", "fine": "lm-fine"}
+"""Sub-folder of a model folder holding each component."""
+STAGE_NAMES = ("semantic", "coarse", "fine")
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``(stage, done, total)``: stage is "semantic", "coarse", "fine", "decode" or "rerank"."""
+
+
+class GenerationError(MusicLMError):
+    """A generation request is unusable (empty prompt, absurd duration, malformed story, ...)."""
+
+
+@dataclass
+class Sampling:
+    """The sampling parameters of the three stages."""
+
+    semantic: SamplingParams
+    coarse: SamplingParams
+    fine: SamplingParams
+
+    def for_stage(self, stage: str) -> SamplingParams:
+        return getattr(self, stage)
+
+
+def _per_stage(value: float | int | Sequence[float | int] | None, name: str) -> list[float | int | None]:
+    if value is None:
+        return [None, None, None]
+    if isinstance(value, int | float):
+        return [value, value, value]
+    values = list(value)
+    if len(values) != 3:
+        raise GenerationError(f"{name} takes one value or three (semantic, coarse, fine), got {len(values)}")
+    return values
+
+
+def story_from_spec(spec: str) -> list[tuple[float, str]]:
+    """Parse ``"0:a calm intro;15:the drums come in"`` into ``[(0.0, "a calm intro"), (15.0, ...)]``."""
+    segments = []
+    for index, part in enumerate(p for p in spec.split(";") if p.strip()):
+        head, sep, text = part.partition(":")
+        if not sep:
+            raise GenerationError(f"story segment {index + 1} ({part.strip()!r}) needs the form SECONDS:TEXT")
+        try:
+            start = float(head.strip())
+        except ValueError:
+            raise GenerationError(f"story segment {index + 1}: {head.strip()!r} is not a time in seconds") from None
+        segments.append((start, text.strip()))
+    if not segments:
+        raise GenerationError("the story is empty; use the form '0:first prompt;15:second prompt'")
+    return segments
+
+
+class MusicLM:
+    """The assembled text-to-music model (see the module docstring)."""
+
+    def __init__(self, mulan, codec, semantic: StageLM, coarse: StageLM, fine: StageLM,
+                 semantic_tokenizer=None, device: str | torch.device = "cpu"):
+        check_stage_chain(semantic, coarse, fine)
+        self.mulan, self.codec, self.semantic_tokenizer = mulan, codec, semantic_tokenizer
+        self.stages = {"semantic": semantic, "coarse": coarse, "fine": fine}
+        spaces = coarse.config.tokens
+        if mulan.num_quantizers != spaces.mulan_levels or mulan.codebook_size != spaces.mulan_codebook:
+            raise GenerationError(f"MuLan's quantiser ({mulan.num_quantizers} x {mulan.codebook_size}) does not "
+                                  f"match the stages' ({spaces.mulan_levels} x {spaces.mulan_codebook})")
+        if codec.codebook_size != spaces.acoustic_codebook or codec.num_quantizers < fine.config.tokens.acoustic_levels:
+            raise GenerationError("the codec's codebooks do not match the acoustic stages'")
+        self.device = torch.device("cpu")
+        self.to(device)
+
+    # ------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None,
+                        device: str | torch.device = "cpu") -> MusicLM:
+        """Load a model folder (None = ``$MUSICLM_MODEL`` or the bundled default) holding ``codec/``,
+        ``mulan/``, ``semantic/``, ``lm-semantic/``, ``lm-coarse/`` and ``lm-fine/``."""
+        from musiclm.codec.api import Codec
+        from musiclm.mulan.api import MuLan
+        from musiclm.semantic.tokenizer import SemanticTokenizer
+
+        if path is None and os.environ.get(MODEL_ENV):
+            path = os.environ[MODEL_ENV]
+        root = Path(path) if path is not None else PRETRAINED
+        missing = [sub for sub in COMPONENTS.values() if not (root / sub).is_dir()]
+        if missing:
+            hint = ("the bundled model is not installed in this copy of the package" if path is None
+                    else "make the parts with `musiclm <part> export` (see docs/MODEL_CARD.md)")
+            raise GenerationError(f"{root}: incomplete model folder, missing {', '.join(missing)} ({hint})")
+        stages = {name: StageLM.from_pretrained(root / COMPONENTS[name], stage=name) for name in STAGE_NAMES}
+        model = cls(MuLan.from_pretrained(root / "mulan"), Codec.from_pretrained(root / "codec"),
+                    stages["semantic"], stages["coarse"], stages["fine"],
+                    SemanticTokenizer.from_pretrained(root / "semantic"), device)
+        model.source = str(root)
+        return model
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write every component into ``folder`` (the layout :meth:`from_pretrained` reads)."""
+        folder = Path(folder)
+        self.mulan.save(folder / COMPONENTS["mulan"])
+        self.codec.save(folder / COMPONENTS["codec"])
+        if self.semantic_tokenizer is not None:
+            self.semantic_tokenizer.save(folder / COMPONENTS["semantic_tokenizer"])
+        for name in STAGE_NAMES:
+            self.stages[name].save(folder / COMPONENTS[name])
+        return folder
+
+    def to(self, device: str | torch.device) -> MusicLM:
+        from musiclm.device import resolve_device
+
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        for part in (self.mulan, self.codec, self.semantic_tokenizer, *self.stages.values()):
+            if part is not None:
+                part.to(self.device)
+        return self
+
+    source: str | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def acoustic_levels(self) -> int:
+        return self.stages["fine"].config.tokens.acoustic_levels
+
+    # ---------------------------------------------------------------------------------------- settings
+    def sampling(self, temperature: float | Sequence[float] | None = None, top_k: int | Sequence[int] | None = None,
+                 top_p: float | Sequence[float] | None = None, cfg: float | Sequence[float] | None = None) -> Sampling:
+        """Per-stage sampling: each stage's defaults, overridden by one value (all stages) or three.
+
+        Guidance only acts on the stages that see MuLan tokens (semantic and coarse).
+        """
+        values = {"temperature": _per_stage(temperature, "temperature"), "top_k": _per_stage(top_k, "top_k"),
+                  "top_p": _per_stage(top_p, "top_p"), "cfg_scale": _per_stage(cfg, "cfg")}
+        out = {}
+        for i, name in enumerate(STAGE_NAMES):
+            params = self.stages[name].config.sampling
+            changes = {k: v[i] for k, v in values.items() if v[i] is not None}
+            if name == "fine":
+                changes.pop("cfg_scale", None)
+            params = replace(params, **changes)
+            try:
+                params.validate()
+            except MusicLMError as exc:
+                raise GenerationError(f"{name} stage: {exc}") from None
+            out[name] = params
+        return Sampling(**out)
+
+    # ---------------------------------------------------------------------------------------- checking
+    def _check_texts(self, texts: str | Sequence[str]) -> list[str]:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise GenerationError("no prompt given")
+        if len(texts) > MAX_BATCH:
+            raise GenerationError(f"at most {MAX_BATCH} prompts per call, got {len(texts)}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise GenerationError(f"prompt {i + 1} is empty; describe the music, e.g. 'a calm piano piece'")
+            if len(text) > MAX_PROMPT_CHARS:
+                raise GenerationError(f"prompt {i + 1} has {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+        return [t.strip() for t in texts]
+
+    @staticmethod
+    def check_duration(duration: float) -> float:
+        try:
+            duration = float(duration)
+        except (TypeError, ValueError):
+            raise GenerationError(f"duration must be a number of seconds, got {duration!r}") from None
+        if not math.isfinite(duration) or duration <= 0:
+            raise GenerationError(f"duration must be > 0 seconds, got {duration}")
+        if duration > MAX_DURATION:
+            raise GenerationError(f"duration {duration} s exceeds the maximum of {MAX_DURATION:.0f} s")
+        return duration
+
+    # -------------------------------------------------------------------------------------- generation
+    def generate(self, texts: str | Sequence[str], duration: float = 10.0, *, num_samples: int = 1,
+                 seed: int = 0, temperature: float | Sequence[float] | None = None,
+                 top_k: int | Sequence[int] | None = None, top_p: float | Sequence[float] | None = None,
+                 cfg: float | Sequence[float] | None = None, best_of: int = 1,
+                 progress: ProgressCallback | None = None) -> tuple[torch.Tensor, int]:
+        """``(audio [len(texts) * num_samples, samples] float32, sample_rate)`` for each prompt.
+
+        Rows are prompt-major (all samples of prompt 1, then of prompt 2, ...). ``best_of`` > 1 generates that
+        many candidates per row and keeps the one whose MuLan audio embedding is closest to its prompt's.
+        """
+        return self.generate_story([(0.0, texts)], duration, num_samples=num_samples, seed=seed,
+                                   temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg, best_of=best_of,
+                                   progress=progress)
+
+    def generate_story(self, story: Sequence[tuple[float, str | Sequence[str]]], duration: float, *,
+                       num_samples: int = 1, seed: int = 0, temperature: float | Sequence[float] | None = None,
+                       top_k: int | Sequence[int] | None = None, top_p: float | Sequence[float] | None = None,
+                       cfg: float | Sequence[float] | None = None, best_of: int = 1,
+                       progress: ProgressCallback | None = None,
+                       prompt_audio: np.ndarray | torch.Tensor | None = None,
+                       prompt_sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+        """Music whose prompt changes at the given times: ``[(0.0, text), (15.0, text), ...]``.
+
+        Each text may be one string (for every row) or one string per row. The music stays continuous: a
+        window that starts after a switch is conditioned on the new prompt and continues the previous audio.
+        """
+        duration = self.check_duration(duration)
+        schedule = self._schedule(story, duration)
+        rows = len(schedule[0][1])
+        if num_samples < 1 or best_of < 1:
+            raise GenerationError("num_samples and best_of must be >= 1")
+        if rows * num_samples * best_of > MAX_BATCH * 4:
+            raise GenerationError(f"{rows} prompts x {num_samples} samples x best_of {best_of} is too many rows")
+        sampling = self.sampling(temperature, top_k, top_p, cfg)
+        repeat = num_samples * best_of
+        tokens = [(start, self.mulan.text_tokens(texts).repeat_interleave(repeat, dim=0)) for start, texts in schedule]
+        prompt = None
+        if prompt_audio is not None:
+            prompt = self._prompt_tokens(prompt_audio, prompt_sample_rate, rows * repeat, duration)
+        audio = self.render_tokens(tokens, duration, sampling, seed, progress, prompt)
+        if best_of > 1:
+            texts_per_row = [t for t in schedule[0][1] for _ in range(num_samples)]
+            audio = self._rerank(audio, texts_per_row, best_of, progress)
+        return audio, self.sample_rate
+
+    def generate_continuation(self, prompt_audio: np.ndarray | torch.Tensor, prompt_sample_rate: int,
+                              texts: str | Sequence[str], duration: float = 10.0, **kwargs) -> tuple[torch.Tensor, int]:
+        """Continue ``prompt_audio`` (``[samples]`` or one row per prompt ``[B, samples]``) following ``texts``.
+
+        As in audiocraft, ``duration`` is the length of the returned audio *including* the prompt, which is
+        re-synthesised through the codec so the seam is inaudible.
+        """
+        return self.generate_story([(0.0, texts)], duration, prompt_audio=prompt_audio,
+                                   prompt_sample_rate=prompt_sample_rate, **kwargs)
+
+    # --------------------------------------------------------------------------------------- internals
+    def _schedule(self, story: Sequence[tuple[float, str | Sequence[str]]],
+                  duration: float) -> list[tuple[float, list[str]]]:
+        if not story:
+            raise GenerationError("the story is empty")
+        out: list[tuple[float, list[str]]] = []
+        rows = None
+        previous = -1.0
+        for index, item in enumerate(story):
+            try:
+                start, texts = item
+                start = float(start)
+            except (TypeError, ValueError):
+                raise GenerationError(f"story segment {index + 1} must be (seconds, text)") from None
+            if index == 0 and start != 0.0:
+                raise GenerationError("the story's first segment must start at 0 s")
+            if start <= previous:
+                raise GenerationError(f"story segment {index + 1} starts at {start} s, not after the previous one")
+            if start >= duration:
+                raise GenerationError(f"story segment {index + 1} starts at {start} s, after the end ({duration} s)")
+            checked = self._check_texts(texts)
+            if rows is not None and len(checked) not in (1, rows):
+                raise GenerationError(f"story segment {index + 1} has {len(checked)} prompts, expected {rows}")
+            rows = rows or len(checked)
+            out.append((start, checked))
+            previous = start
+        return [(start, texts * rows if len(texts) == 1 else texts) for start, texts in out]
+
+    def _prompt_tokens(self, audio: np.ndarray | torch.Tensor, rate: int | None, rows: int,
+                       duration: float) -> dict[str, torch.Tensor]:
+        """Semantic ``[rows, p]`` and acoustic ``[rows, 2p, levels]`` tokens of an audio prompt."""
+        if self.semantic_tokenizer is None:
+            raise GenerationError("continuation needs the semantic tokenizer, which this model folder lacks")
+        if rate is None:
+            raise GenerationError("give the prompt's sample rate")
+        wav = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio)
+        wav = wav.float()
+        if wav.dim() == 1:
+            wav = wav[None]
+        if wav.dim() != 2:
+            raise AudioError(f"the audio prompt must be [samples] or [batch, samples], got {tuple(wav.shape)}")
+        if not bool(torch.isfinite(wav).all()):
+            raise AudioError("the audio prompt contains NaN or infinite samples")
+        seconds = wav.shape[1] / rate
+        if seconds < 0.5:
+            raise AudioError(f"the audio prompt is {seconds:.2f} s long; give at least 0.5 s")
+        if seconds >= duration:
+            raise GenerationError(f"the audio prompt ({seconds:.1f} s) must be shorter than the total duration "
+                                  f"({duration} s), which includes it")
+        if float(wav.abs().max()) < 1e-4:
+            raise AudioError("the audio prompt is silent")
+        if rows % wav.shape[0]:
+            raise GenerationError(f"{wav.shape[0]} prompt signals do not divide into {rows} rows (one per prompt)")
+        semantic = self.semantic_tokenizer.tokenize(wav, rate).cpu()
+        codes = self.codec.encode(wav, rate, bitrate=None).cpu()[:, : self.acoustic_levels]
+        ratio = self.stages["coarse"].config.tokens.acoustic_per_semantic
+        frames = min(semantic.shape[1], codes.shape[2] // ratio)
+        semantic, codes = semantic[:, :frames], codes[:, :, : frames * ratio].transpose(1, 2)
+        if semantic.shape[0] != rows:
+            factor = rows // semantic.shape[0]
+            semantic, codes = semantic.repeat_interleave(factor, 0), codes.repeat_interleave(factor, 0)
+        return {"semantic": semantic, "acoustic": codes}
+
+    def render_tokens(self, mulan: list[tuple[float, torch.Tensor]], duration: float, sampling: Sampling,
+                      seed: int = 0, progress: ProgressCallback | None = None,
+                      prompt: dict[str, torch.Tensor] | None = None, use_semantic: bool = True) -> torch.Tensor:
+        """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages."""
+        semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
+        spaces = coarse_lm.config.tokens
+        batch = mulan[0][1].shape[0]
+        ratio = spaces.acoustic_per_semantic
+        semantic_frames = math.ceil(duration * spaces.semantic_rate)
+        acoustic_frames = semantic_frames * ratio
+
+        def tokens_at(seconds: float) -> torch.Tensor:
+            current = mulan[0][1]
+            for start, toks in mulan:
+                if start <= seconds + 1e-9:
+                    current = toks
+            return current
+
+        def report(stage: str) -> Callable[[int, int], None] | None:
+            if progress is None:
+                return None
+            return lambda done, total: progress(stage, done, total)
+
+        generator = _generators(seed)
+        # stage 1: semantic tokens
+        semantic_layout = semantic_lm.layout
+
+        def semantic_condition(start: int, first_new: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+            toks = tokens_at(first_new / spaces.semantic_rate)
+            return semantic_layout.condition(toks), _null(semantic_layout, semantic_layout.condition(toks))
+
+        semantic = semantic_lm.generate(semantic_frames, semantic_condition, batch,
+                                        prompt=None if prompt is None else prompt["semantic"],
+                                        params=sampling.semantic, generator=generator["semantic"],
+                                        progress=report("semantic"))[..., 0]
+        # stage 2: coarse acoustic tokens
+        coarse_layout = coarse_lm.layout
+
+        def coarse_condition(start: int, first_new: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+            toks = tokens_at(first_new / spaces.acoustic_rate)
+            window = semantic[:, start // ratio: math.ceil(end / ratio)]
+            cond = coarse_layout.condition(toks, window if use_semantic else None)
+            return cond, _null(coarse_layout, cond)
+
+        coarse_prompt = None if prompt is None else prompt["acoustic"][..., : spaces.coarse_levels]
+        coarse = coarse_lm.generate(acoustic_frames, coarse_condition, batch, prompt=coarse_prompt,
+                                    params=sampling.coarse, generator=generator["coarse"],
+                                    progress=report("coarse"))
+        # stage 3: fine acoustic tokens
+        fine_layout = fine_lm.layout
+
+        def fine_condition(start: int, first_new: int, end: int) -> tuple[torch.Tensor, None]:
+            return fine_layout.condition(coarse[:, start:end]), None
+
+        fine_prompt = None if prompt is None else prompt["acoustic"][..., spaces.coarse_levels: spaces.acoustic_levels]
+        fine = fine_lm.generate(acoustic_frames, fine_condition, batch, prompt=fine_prompt, params=sampling.fine,
+                                generator=generator["fine"], progress=report("fine"))
+        codes = torch.cat([coarse, fine], dim=-1).transpose(1, 2)  # [B, levels, frames]
+        if progress is not None:
+            progress("decode", 0, 1)
+        audio = self.codec.decode(codes.to(self.codec.device), length=int(round(duration * self.sample_rate)))
+        if progress is not None:
+            progress("decode", 1, 1)
+        return audio.float().cpu()
+
+    def _rerank(self, audio: torch.Tensor, texts: list[str], best_of: int,
+                progress: ProgressCallback | None) -> torch.Tensor:
+        """Keep, of every ``best_of`` consecutive rows, the one closest to its prompt in MuLan space."""
+        if progress is not None:
+            progress("rerank", 0, 1)
+        scores = self.mulan_similarity(audio, [t for t in texts for _ in range(best_of)])
+        best = scores.view(-1, best_of).argmax(dim=1)
+        rows = torch.arange(len(texts)) * best_of + best
+        if progress is not None:
+            progress("rerank", 1, 1)
+        return audio[rows]
+
+    def mulan_similarity(self, audio: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Cosine similarity ``[B]`` of each row's MuLan audio embedding with its text's (MCC per clip)."""
+        audio_emb = self.mulan.embed_audio(audio, self.sample_rate)
+        text_emb = self.mulan.embed_text(list(texts))
+        return (audio_emb * text_emb).sum(dim=-1)
+
+
+def _null(layout, condition: torch.Tensor) -> torch.Tensor:
+    """The condition with its MuLan tokens replaced by null tokens (the unconditional half of CFG)."""
+    drop = torch.ones(condition.shape[0], dtype=torch.bool)
+    return layout.drop_condition(condition, drop)
+
+
+def _generators(seed: int) -> dict[str, torch.Generator]:
+    """One CPU generator per stage, each a pure function of ``seed`` and the stage."""
+    out = {}
+    for index, name in enumerate(STAGE_NAMES):
+        value = int(np.random.default_rng([int(seed), index]).integers(2**62))
+        out[name] = torch.Generator(device="cpu").manual_seed(value)
+    return out

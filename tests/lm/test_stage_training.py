@@ -1,0 +1,151 @@
+"""Stage training on a real (tiny) token store: windows, condition dropout, the recipe, export, the chain."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from musiclm.audio import save_audio
+from musiclm.config import merge
+from musiclm.data.manifest import ClipRecord, write_manifest
+from musiclm.lm.cli import stage_from_run
+from musiclm.lm.config import TransformerConfig
+from musiclm.lm.data import StageDataset
+from musiclm.lm.layout import IGNORE
+from musiclm.lm.recipe import configure_for_store, store_info_dict, train_stage
+from musiclm.lm.stage import StageLM
+from musiclm.lm.stage_config import stage_preset
+from musiclm.pipeline import MusicLM
+from musiclm.tokenstore import TokenStore
+from musiclm.tokenstore.build import TokenizerModels, build_store
+
+SR = 24_000
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tiny_musiclm, tmp_path_factory):
+    """Twelve 2 s clips of tones (train/valid/test) tokenized by the tiny random pipeline's models."""
+    corpus = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(12):
+        t = np.arange(2 * SR) / SR
+        wav = (0.3 * np.sin(2 * np.pi * rng.uniform(150, 800) * t)).astype(np.float32)
+        path = f"audio/clip{i:02d}.flac"
+        save_audio(corpus / path, wav, SR)
+        split = "valid" if i in (9, 10) else "test" if i == 11 else "train"
+        records.append(ClipRecord(id=f"clip{i:02d}", path=path, seconds=2.0, sample_rate=SR, split=split,
+                                  source="test", caption=f"a tone number {i}"))
+    write_manifest(corpus, records)
+    out = tmp_path_factory.mktemp("tokens")
+    models = TokenizerModels(tiny_musiclm.codec, tiny_musiclm.semantic_tokenizer, tiny_musiclm.mulan)
+    build_store([corpus], out, models, shard_size=8, progress=False)
+    return out
+
+
+def tiny_training(stage: str, store: TokenStore, steps: int = 12):
+    config = merge(stage_preset(stage, "small"), {
+                            "train.max_steps": steps, "train.batch_size": 4, "train.device": "cpu",
+                            "train.checkpoint_minutes": None, "train.progress": False, "train.eval_every": steps,
+                            "train.log_every": 1000, "train.optimizer.lr": 3e-3, "train.optimizer.warmup_steps": 1,
+                            "eval_batches": 1})
+    windows = {"semantic": (1.0, 0.5), "coarse": (0.8, 0.4), "fine": (0.4, 0.2)}[stage]
+    model = replace(config.model, window_seconds=windows[0], stride_seconds=windows[1],
+                    transformer=TransformerConfig(dim=32, depth=2, heads=2, ffn_dim=64, dropout=0.0))
+    return configure_for_store(replace(config, model=model), store_info_dict(store))
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])
+def test_windows_follow_the_store_and_the_layout(store_dir, stage):
+    store = TokenStore.open(store_dir)
+    config = tiny_training(stage, store).model
+    data = StageDataset(store.select("train"), config, seed=1)
+    item = data[0]
+    assert item["tokens"].shape == item["labels"].shape == (config.sequence_length() - 1,)
+    labelled = item["labels"] != IGNORE
+    assert int(labelled.sum()) == config.window_frames() * data.layout.levels  # every target, nothing else
+    # labels are the next tokens
+    assert torch.equal(item["labels"][labelled][:-1], item["tokens"][1:][labelled[:-1] & labelled[1:]])
+    again = data[0]
+    assert torch.equal(item["tokens"], again["tokens"])  # a pure function of (seed, epoch, index)
+    data.set_epoch(1)
+    assert any(not torch.equal(data[i]["tokens"], StageDataset(store.select("train"), config, seed=1)[i]["tokens"])
+               for i in range(len(data)))  # crops move between epochs
+    if stage == "coarse":  # the semantic tokens in the condition are those of the window's time span
+        layout = data.layout
+        rng = np.random.default_rng([1, 1, 3])
+        sequence, cond_len = data.sequence(3, rng)
+        offset = layout.vocab.offset("semantic")
+        q = config.tokens.mulan_levels
+        semantic_in_condition = sequence[q:cond_len - 1] - offset
+        codes = store.select("train").semantic(3)
+        window = len(semantic_in_condition)
+        starts = [s for s in range(len(codes) - window + 1)
+                  if np.array_equal(codes[s:s + window], semantic_in_condition.numpy())]
+        assert starts
+
+
+def test_condition_dropout_rate(store_dir):
+    store = TokenStore.open(store_dir)
+    config = replace(tiny_training("semantic", store).model, condition_dropout=0.5)
+    data = StageDataset(store.select("train"), config, seed=0)
+    null_lo, null_hi = data.layout.vocab.range("mulan_null")
+    dropped = 0
+    total = 0
+    for epoch in range(20):
+        data.set_epoch(epoch)
+        for i in range(len(data)):
+            first = int(data[i]["tokens"][0])
+            dropped += null_lo <= first < null_hi
+            total += 1
+    assert 0.35 < dropped / total < 0.65
+    plain = StageDataset(store.select("train"), config, seed=0, condition_dropout=False)
+    assert all(not null_lo <= int(plain[i]["tokens"][0]) < null_hi for i in range(len(plain)))
+
+
+def test_train_export_and_chain_the_three_stages(store_dir, tiny_musiclm, tmp_path):
+    store = TokenStore.open(store_dir)
+    stages = {}
+    for name in ("semantic", "coarse", "fine"):
+        config = tiny_training(name, store)
+        run = tmp_path / f"run-{name}"
+        result = train_stage(config, [store_dir], run)
+        assert result.step == config.train.max_steps
+        assert np.isfinite(result.last_logs["lm/loss"]) if "lm/loss" in result.last_logs else True
+        stage, checkpoint = stage_from_run(run)
+        assert checkpoint.step == config.train.max_steps
+        assert stage.config.store_fingerprint  # trained stages remember their token store
+        stages[name] = StageLM.from_pretrained(stage.save(tmp_path / f"lm-{name}"), stage=name)
+    model = MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"],
+                    tiny_musiclm.semantic_tokenizer)
+    audio, rate = model.generate(["a tone number 3"], duration=1.2, seed=0)
+    assert audio.shape == (1, int(1.2 * rate))
+    assert bool(torch.isfinite(audio).all())
+
+
+def test_training_lowers_the_loss(store_dir, tmp_path):
+    store = TokenStore.open(store_dir)
+    config = tiny_training("semantic", store, steps=40)
+    run = tmp_path / "run"
+    from musiclm.lm.recipe import StageRecipe, evaluate_stage
+    from musiclm.lm.transformer import Transformer
+
+    recipe = StageRecipe(config, store_dir)
+    batches = [recipe.collate([recipe.build_dataset()[i] for i in range(len(store.select("train")))])]
+    torch.manual_seed(0)
+    before = evaluate_stage(Transformer(config.model.transformer), batches, 1)["loss"]
+    train_stage(config, [store_dir], run)
+    stage, _ = stage_from_run(run)
+    after = evaluate_stage(stage.model, batches, 1)["loss"]
+    assert after < before - 0.5

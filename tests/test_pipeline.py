@@ -1,0 +1,162 @@
+"""The MusicLM pipeline on a tiny random model: shapes, determinism, guidance, story, continuation, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from musiclm.errors import AudioError
+from musiclm.pipeline import MAX_DURATION, GenerationError, MusicLM, story_from_spec
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_generate_shapes_rate_and_rows(tiny_musiclm):
+    audio, rate = tiny_musiclm.generate(["a calm piano piece", "fast loud drums"], duration=1.5, num_samples=2,
+                                        seed=0)
+    assert rate == 24_000
+    assert audio.shape == (4, 36_000) and audio.dtype == torch.float32
+    assert bool(torch.isfinite(audio).all())
+
+
+def test_same_seed_same_audio_other_seed_other_audio(tiny_musiclm):
+    a, _ = tiny_musiclm.generate("a calm piano piece", duration=1.0, seed=3)
+    b, _ = tiny_musiclm.generate("a calm piano piece", duration=1.0, seed=3)
+    c, _ = tiny_musiclm.generate("a calm piano piece", duration=1.0, seed=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def _semantic_tokens(model: MusicLM, text: str, cfg: float, seed: int = 0) -> torch.Tensor:
+    sampling = model.sampling(cfg=cfg)
+    mulan = [(0.0, model.mulan.text_tokens([text]))]
+    stage = model.stages["semantic"]
+    layout = stage.layout
+
+    def condition(start, first_new, end):
+        cond = layout.condition(mulan[0][1])
+        return cond, layout.drop_condition(cond, torch.ones(1, dtype=torch.bool))
+
+    return stage.generate(50, condition, 1, params=sampling.semantic,
+                          generator=torch.Generator().manual_seed(seed))
+
+
+def test_guidance_changes_the_tokens_and_scale_one_is_plain_sampling(tiny_musiclm):
+    # random tiny weights barely separate cond and null logits, so a strong scale and several seeds
+    changed = [not torch.equal(_semantic_tokens(tiny_musiclm, "a calm piano piece", cfg=1.0, seed=s),
+                               _semantic_tokens(tiny_musiclm, "a calm piano piece", cfg=50.0, seed=s))
+               for s in range(3)]
+    assert any(changed)
+    assert torch.equal(_semantic_tokens(tiny_musiclm, "a calm piano piece", cfg=1.0),
+                       _semantic_tokens(tiny_musiclm, "a calm piano piece", cfg=1.0))
+
+
+def test_sampling_overrides_per_stage(tiny_musiclm):
+    defaults = tiny_musiclm.sampling()
+    assert (defaults.semantic.temperature, defaults.coarse.temperature, defaults.fine.temperature) == (1.0, 0.95, 0.4)
+    one = tiny_musiclm.sampling(temperature=0.7, top_k=5, cfg=2.0)
+    assert one.coarse.temperature == 0.7 and one.fine.top_k == 5
+    assert one.semantic.cfg_scale == 2.0 and one.fine.cfg_scale == 1.0  # the fine stage sees no MuLan tokens
+    three = tiny_musiclm.sampling(temperature=[1.0, 0.9, 0.3])
+    assert three.fine.temperature == 0.3
+    with pytest.raises(GenerationError, match="three"):
+        tiny_musiclm.sampling(temperature=[1.0, 0.9])
+    with pytest.raises(GenerationError, match="semantic stage"):
+        tiny_musiclm.sampling(temperature=-1.0)
+
+
+def test_story_switches_conditioning_at_the_given_time(tiny_musiclm):
+    seen = []
+    stage = tiny_musiclm.stages["semantic"]
+    original = stage.generate
+
+    def spy(frames, condition, batch, **kwargs):
+        def recording(start, first_new, end):
+            cond, uncond = condition(start, first_new, end)
+            seen.append((first_new, cond[0, :12].tolist()))
+            return cond, uncond
+        return original(frames, recording, batch, **kwargs)
+
+    stage.generate = spy
+    try:
+        audio, _ = tiny_musiclm.generate_story([(0.0, "a calm piano piece"), (3.0, "loud fast drums")], 6.0)
+    finally:
+        del stage.generate
+    assert audio.shape == (1, 144_000)
+    first = tiny_musiclm.stages["semantic"].layout.mulan_tokens(tiny_musiclm.mulan.text_tokens(["a calm piano piece"]))
+    second = tiny_musiclm.stages["semantic"].layout.mulan_tokens(tiny_musiclm.mulan.text_tokens(["loud fast drums"]))
+    for first_new, tokens in seen:
+        expected = first if first_new / 25 < 3.0 else second
+        assert tokens == expected[0].tolist()
+    assert any(f / 25 >= 3.0 for f, _ in seen) and any(f / 25 < 3.0 for f, _ in seen)
+
+
+def test_story_spec_parsing_and_errors(tiny_musiclm):
+    assert story_from_spec("0:a calm intro; 15 : the drums come in") == [(0.0, "a calm intro"),
+                                                                          (15.0, "the drums come in")]
+    for spec, message in [("calm intro", "SECONDS:TEXT"), ("x:calm", "not a time"), (" ; ", "empty")]:
+        with pytest.raises(GenerationError, match=message):
+            story_from_spec(spec)
+    for story, message in [([(1.0, "a")], "start at 0"), ([(0.0, "a"), (0.0, "b")], "not after"),
+                           ([(0.0, "a"), (9.0, "b")], "after the end"), ([(0.0, "")], "empty")]:
+        with pytest.raises(GenerationError, match=message):
+            tiny_musiclm.generate_story(story, 5.0)
+
+
+def test_continuation_keeps_the_prompt_tokens(tiny_musiclm, sine):
+    prompt = sine(330.0, seconds=1.0, sr=16_000)
+    audio, _rate = tiny_musiclm.generate_continuation(prompt, 16_000, "a calm piano piece", duration=2.0)
+    assert audio.shape == (1, 48_000)
+    tokens = tiny_musiclm._prompt_tokens(prompt, 16_000, 1, 2.0)
+    assert tokens["semantic"].shape[1] * 2 == tokens["acoustic"].shape[1]
+    # the prompt's codes are re-synthesised: decoding them alone reproduces the start of the output
+    codes = tokens["acoustic"].transpose(1, 2)
+    start = tiny_musiclm.codec.decode(codes, length=codes.shape[2] * 480)
+    head = audio[:, : start.shape[1] - 4800]
+    assert torch.allclose(head, start[:, : head.shape[1]], atol=1e-4)
+
+
+def test_continuation_errors(tiny_musiclm, sine):
+    with pytest.raises(GenerationError, match="shorter than the total"):
+        tiny_musiclm.generate_continuation(sine(seconds=3.0), 24_000, "x", duration=2.0)
+    with pytest.raises(AudioError, match="silent"):
+        tiny_musiclm.generate_continuation(np.zeros(24_000, np.float32), 24_000, "x", duration=2.0)
+    with pytest.raises(AudioError, match="NaN"):
+        tiny_musiclm.generate_continuation(np.full(24_000, np.nan, np.float32), 24_000, "x", duration=2.0)
+    with pytest.raises(AudioError, match="at least"):
+        tiny_musiclm.generate_continuation(sine(seconds=0.1), 24_000, "x", duration=2.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"texts": ""}, "empty"), ({"texts": []}, "no prompt"), ({"texts": "x" * 5000}, "limit"),
+    ({"texts": "x", "duration": 0}, "> 0"), ({"texts": "x", "duration": -3}, "> 0"),
+    ({"texts": "x", "duration": MAX_DURATION + 1}, "maximum"), ({"texts": "x", "duration": float("nan")}, "> 0"),
+    ({"texts": "x", "num_samples": 0}, ">= 1"),
+])
+def test_bad_requests_get_clear_errors(tiny_musiclm, kwargs, message):
+    with pytest.raises(GenerationError, match=message):
+        tiny_musiclm.generate(**kwargs)
+
+
+def test_best_of_keeps_the_candidate_closest_to_the_prompt(tiny_musiclm):
+    texts = ["a calm piano piece"]
+    candidates, _ = tiny_musiclm.generate(texts, duration=1.0, num_samples=3, seed=9)
+    scores = tiny_musiclm.mulan_similarity(candidates, texts * 3)
+    best, _ = tiny_musiclm.generate(texts, duration=1.0, best_of=3, seed=9)
+    assert torch.equal(best[0], candidates[int(scores.argmax())])
+
+
+def test_save_and_load_round_trip(tiny_musiclm, tiny_model_dir):
+    loaded = MusicLM.from_pretrained(tiny_model_dir)
+    a, _ = loaded.generate("a calm piano piece", duration=1.0, seed=2)
+    b, _ = MusicLM.from_pretrained(tiny_model_dir).generate("a calm piano piece", duration=1.0, seed=2)
+    assert torch.equal(a, b)
+    with pytest.raises(GenerationError, match="incomplete model folder"):
+        MusicLM.from_pretrained(tiny_model_dir / "codec")
