@@ -88,6 +88,18 @@ def key_from_chroma(chroma: np.ndarray) -> KeyEstimate:
     return best
 
 
+def mode_score(chroma: np.ndarray) -> float:
+    """How major (> 0) or minor (< 0) a chromagram sounds: the best major-key profile correlation minus the
+    best minor-key one (each over the 12 tonics)."""
+    profile = np.asarray(chroma, dtype=np.float64)
+    if profile.ndim == 2:
+        profile = profile.mean(axis=1)
+    best = {}
+    for mode, template in (("major", _MAJOR_PROFILE), ("minor", _MINOR_PROFILE)):
+        best[mode] = max(float(np.corrcoef(profile, np.roll(template, tonic))[0, 1]) for tonic in range(12))
+    return best["major"] - best["minor"]
+
+
 def estimate_key(wav: np.ndarray, sample_rate: int) -> KeyEstimate:
     """Key and mode of a clip from its constant-Q chromagram."""
     chroma = librosa.feature.chroma_cqt(y=wav, sr=sample_rate, hop_length=2048)

@@ -32,6 +32,7 @@ PRESET_MODULES = [
     "musiclm.mulan.config",
     "musiclm.semantic.config",
     "musiclm.lm.stage_config",
+    "musiclm.eval.tagger_recipe",
 ]
 """Modules whose import registers presets (one per model package); missing ones are skipped."""
 
