@@ -266,6 +266,21 @@ class MusicLM:
         return self.generate_story([(0.0, texts)], duration, prompt_audio=prompt_audio,
                                    prompt_sample_rate=prompt_sample_rate, **kwargs)
 
+    def generate_unconditional(self, num_samples: int = 1, duration: float = 10.0, *, seed: int = 0,
+                               temperature: float | Sequence[float] | None = None,
+                               top_k: int | Sequence[int] | None = None, top_p: float | Sequence[float] | None = None,
+                               progress: ProgressCallback | None = None) -> tuple[torch.Tensor, int]:
+        """Music with no prompt: every stage sees the null MuLan tokens it learned through condition dropout
+        (the evaluation's unconditional floor)."""
+        duration = self.check_duration(duration)
+        if not 1 <= num_samples <= MAX_BATCH:
+            raise GenerationError(f"num_samples must be within [1, {MAX_BATCH}]")
+        sampling = self.sampling(temperature, top_k, top_p, cfg=1.0)
+        spaces = self.stages["semantic"].config.tokens
+        placeholder = torch.zeros(num_samples, spaces.mulan_levels, dtype=torch.long)
+        audio = self.render_tokens([(0.0, placeholder)], duration, sampling, seed, progress, unconditional=True)
+        return audio, self.sample_rate
+
     # --------------------------------------------------------------------------------------- internals
     def _schedule(self, story: Sequence[tuple[float, str | Sequence[str]]],
                   duration: float) -> list[tuple[float, list[str]]]:
@@ -331,8 +346,12 @@ class MusicLM:
 
     def render_tokens(self, mulan: list[tuple[float, torch.Tensor]], duration: float, sampling: Sampling,
                       seed: int = 0, progress: ProgressCallback | None = None,
-                      prompt: dict[str, torch.Tensor] | None = None, use_semantic: bool = True) -> torch.Tensor:
-        """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages."""
+                      prompt: dict[str, torch.Tensor] | None = None, use_semantic: bool = True,
+                      unconditional: bool = False) -> torch.Tensor:
+        """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages.
+
+        ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it).
+        """
         semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
         spaces = coarse_lm.config.tokens
         batch = mulan[0][1].shape[0]
@@ -358,7 +377,8 @@ class MusicLM:
 
         def semantic_condition(start: int, first_new: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             toks = tokens_at(first_new / spaces.semantic_rate)
-            return semantic_layout.condition(toks), _null(semantic_layout, semantic_layout.condition(toks))
+            cond = semantic_layout.condition(toks)
+            return (_null(semantic_layout, cond), None) if unconditional else (cond, _null(semantic_layout, cond))
 
         semantic = semantic_lm.generate(semantic_frames, semantic_condition, batch,
                                         prompt=None if prompt is None else prompt["semantic"],
@@ -371,7 +391,7 @@ class MusicLM:
             toks = tokens_at(first_new / spaces.acoustic_rate)
             window = semantic[:, start // ratio: math.ceil(end / ratio)]
             cond = coarse_layout.condition(toks, window if use_semantic else None)
-            return cond, _null(coarse_layout, cond)
+            return (_null(coarse_layout, cond), None) if unconditional else (cond, _null(coarse_layout, cond))
 
         coarse_prompt = None if prompt is None else prompt["acoustic"][..., : spaces.coarse_levels]
         coarse = coarse_lm.generate(acoustic_frames, coarse_condition, batch, prompt=coarse_prompt,

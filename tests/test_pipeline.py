@@ -160,3 +160,12 @@ def test_save_and_load_round_trip(tiny_musiclm, tiny_model_dir):
     assert torch.equal(a, b)
     with pytest.raises(GenerationError, match="incomplete model folder"):
         MusicLM.from_pretrained(tiny_model_dir / "codec")
+
+
+def test_unconditional_generation_uses_null_tokens(tiny_musiclm):
+    audio, rate = tiny_musiclm.generate_unconditional(2, duration=1.0, seed=1)
+    assert audio.shape == (2, rate)
+    again, _ = tiny_musiclm.generate_unconditional(2, duration=1.0, seed=1)
+    assert torch.equal(audio, again)
+    with pytest.raises(GenerationError):
+        tiny_musiclm.generate_unconditional(0, duration=1.0)
