@@ -131,6 +131,16 @@ class MusicLM:
         model.source = str(root)
         return model
 
+    def with_stage(self, stage: StageLM) -> MusicLM:
+        """A pipeline sharing every part with this one except ``stage`` (e.g. the ablation's coarse stage
+        trained without semantic tokens)."""
+        stages = dict(self.stages)
+        stages[stage.name] = stage
+        out = MusicLM(self.mulan, self.codec, stages["semantic"], stages["coarse"], stages["fine"],
+                      self.semantic_tokenizer, self.device)
+        out.source = self.source
+        return out
+
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write every component into ``folder`` (the layout :meth:`from_pretrained` reads)."""
         folder = Path(folder)
@@ -346,11 +356,12 @@ class MusicLM:
 
     def render_tokens(self, mulan: list[tuple[float, torch.Tensor]], duration: float, sampling: Sampling,
                       seed: int = 0, progress: ProgressCallback | None = None,
-                      prompt: dict[str, torch.Tensor] | None = None, use_semantic: bool = True,
+                      prompt: dict[str, torch.Tensor] | None = None,
                       unconditional: bool = False) -> torch.Tensor:
         """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages.
 
-        ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it).
+        ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it). A
+        coarse stage trained without semantic conditioning (the paper's ablation) skips the semantic stage.
         """
         semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
         spaces = coarse_lm.config.tokens
@@ -380,17 +391,20 @@ class MusicLM:
             cond = semantic_layout.condition(toks)
             return (_null(semantic_layout, cond), None) if unconditional else (cond, _null(semantic_layout, cond))
 
-        semantic = semantic_lm.generate(semantic_frames, semantic_condition, batch,
-                                        prompt=None if prompt is None else prompt["semantic"],
-                                        params=sampling.semantic, generator=generator["semantic"],
-                                        progress=report("semantic"))[..., 0]
+        use_semantic = coarse_lm.config.semantic_conditioning
+        semantic = None
+        if use_semantic:
+            semantic = semantic_lm.generate(semantic_frames, semantic_condition, batch,
+                                            prompt=None if prompt is None else prompt["semantic"],
+                                            params=sampling.semantic, generator=generator["semantic"],
+                                            progress=report("semantic"))[..., 0]
         # stage 2: coarse acoustic tokens
         coarse_layout = coarse_lm.layout
 
         def coarse_condition(start: int, first_new: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             toks = tokens_at(first_new / spaces.acoustic_rate)
-            window = semantic[:, start // ratio: math.ceil(end / ratio)]
-            cond = coarse_layout.condition(toks, window if use_semantic else None)
+            window = None if semantic is None else semantic[:, start // ratio: math.ceil(end / ratio)]
+            cond = coarse_layout.condition(toks, window)
             return (_null(coarse_layout, cond), None) if unconditional else (cond, _null(coarse_layout, cond))
 
         coarse_prompt = None if prompt is None else prompt["acoustic"][..., : spaces.coarse_levels]

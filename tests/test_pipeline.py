@@ -169,3 +169,18 @@ def test_unconditional_generation_uses_null_tokens(tiny_musiclm):
     assert torch.equal(audio, again)
     with pytest.raises(GenerationError):
         tiny_musiclm.generate_unconditional(0, duration=1.0)
+
+
+def test_ablation_coarse_stage_without_semantic_tokens_skips_the_semantic_stage(tiny_musiclm):
+    from dataclasses import replace
+
+    from musiclm.lm.stage import StageLM
+
+    coarse = tiny_musiclm.stages["coarse"]
+    config = replace(coarse.config, semantic_conditioning=False).resolved()
+    ablation = tiny_musiclm.with_stage(StageLM(config))
+    stages = []
+    audio, rate = ablation.generate("a calm piano piece", duration=1.0, progress=lambda s, d, t: stages.append(s))
+    assert audio.shape == (1, rate)
+    assert "semantic" not in stages and "coarse" in stages and "fine" in stages
+    assert tiny_musiclm.stages["coarse"] is coarse  # the original pipeline is untouched
