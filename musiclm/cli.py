@@ -164,7 +164,8 @@ def _extensions() -> list[Callable[[Any], None]]:
     """Command groups defined beside the parts they drive (each module has ``register(subparsers)``)."""
     registers = []
     for module_name in ("musiclm.generate_cli", "musiclm.data.cli", "musiclm.codec.cli", "musiclm.mulan.cli",
-                        "musiclm.semantic.cli", "musiclm.tokenstore.cli", "musiclm.lm.cli", "musiclm.eval.tagger_cli"):
+                        "musiclm.semantic.cli", "musiclm.tokenstore.cli", "musiclm.lm.cli", "musiclm.eval.tagger_cli",
+                        "musiclm.server.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -18,9 +18,12 @@ done
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${MUSICLM_TORCH_VERSION:-2.13.0}
 APT_PACKAGES=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont ffmpeg)
+# --dev: headless Chromium and its WebDriver for the studio's end-to-end browser test
+if [ -n "$extras" ]; then APT_PACKAGES+=(chromium chromium-driver); fi
 log() { echo "setup: $*" >&2; }
 
-# 1. System packages: FluidSynth and General MIDI soundfonts (corpus rendering), ffmpeg (Opus baselines).
+# 1. System packages: FluidSynth and General MIDI soundfonts (corpus rendering), ffmpeg (Opus baselines);
+#    with --dev also chromium + chromium-driver (browser test).
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -30,10 +33,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/musiclm-apt.log 2>&1; then
-      log "apt-get failed (see /tmp/musiclm-apt.log); corpus rendering needs: ${missing[*]}"
+      log "apt-get failed (see /tmp/musiclm-apt.log); missing: ${missing[*]} (corpus rendering, browser test)"
     fi
   else
-    log "not root: skipping apt. Corpus rendering needs these Debian packages: ${missing[*]}"
+    log "not root: skipping apt. Corpus rendering (and with --dev the browser test) needs: ${missing[*]}"
   fi
 fi
 
