@@ -165,7 +165,7 @@ def _extensions() -> list[Callable[[Any], None]]:
     registers = []
     for module_name in ("musiclm.generate_cli", "musiclm.data.cli", "musiclm.codec.cli", "musiclm.mulan.cli",
                         "musiclm.semantic.cli", "musiclm.tokenstore.cli", "musiclm.lm.cli", "musiclm.eval.tagger_cli",
-                        "musiclm.server.cli", "musiclm.eval.cli"):
+                        "musiclm.server.cli", "musiclm.eval.cli", "musiclm.melody.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

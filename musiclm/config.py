@@ -33,6 +33,7 @@ PRESET_MODULES = [
     "musiclm.semantic.config",
     "musiclm.lm.stage_config",
     "musiclm.eval.tagger_recipe",
+    "musiclm.melody.config",
 ]
 """Modules whose import registers presets (one per model package); missing ones are skipped."""
 
