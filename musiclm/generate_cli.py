@@ -101,7 +101,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         except MusicLMError as exc:
             raise GenerateUsageError(f"--continue {args.continue_from}: {exc}") from None
     set_threads(args)
-    folder = args.model or os.environ.get(MODEL_ENV) or PRETRAINED
+    folder = args.model or os.environ.get(MODEL_ENV) or None  # None: the bundled model
     started = time.perf_counter()
     model = MusicLM.from_pretrained(folder, device=args.device)
     loaded = time.perf_counter()
@@ -132,7 +132,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
             save_spectrogram(png, row, rate, title=args.prompt or args.story)
             entry["spectrogram"] = str(png)
         files.append(entry)
-    result = {"prompt": args.prompt, "story": story, "model": str(getattr(model, "source", folder)),
+    result = {"prompt": args.prompt, "story": story, "model": str(getattr(model, "source", None) or PRETRAINED),
               "duration": args.duration, "sample_rate": rate, "seed": args.seed, "files": files,
               "load_seconds": round(loaded - started, 2), "generate_seconds": round(elapsed, 2),
               "real_time_factor": round(elapsed / max(args.duration * len(files), 1e-9), 3)}

@@ -121,7 +121,8 @@ class MusicLM:
         root = Path(path) if path is not None else PRETRAINED
         missing = [sub for sub in COMPONENTS.values() if not (root / sub).is_dir()]
         if missing:
-            hint = ("the bundled model is not installed in this copy of the package" if path is None
+            hint = (f"the bundled model is not complete in this version of the package (see docs/MODEL_CARD.md); "
+                    f"pass --model DIR or set ${MODEL_ENV}" if path is None
                     else "make the parts with `musiclm <part> export` (see docs/MODEL_CARD.md)")
             raise GenerationError(f"{root}: incomplete model folder, missing {', '.join(missing)} ({hint})")
         stages = {name: StageLM.from_pretrained(root / COMPONENTS[name], stage=name) for name in STAGE_NAMES}
