@@ -45,6 +45,9 @@ class TokenSpaces:
     fine_levels: int = 8
     semantic_rate: int = 25
     acoustic_rate: int = 50
+    melody_levels: int = 0  # melody tokens per melody window (0: the semantic stage takes no melody)
+    melody_codebook: int = 0
+    melody_slots: int = 0  # melody windows in one semantic-stage condition
 
     def validate(self) -> None:
         for name in ("mulan_levels", "mulan_codebook", "semantic_clusters", "acoustic_codebook", "coarse_levels",
@@ -53,6 +56,9 @@ class TokenSpaces:
                 raise ConfigError(f"tokens.{name} must be >= 1")
         if self.fine_levels < 0:
             raise ConfigError("tokens.fine_levels must be >= 0")
+        if self.melody_levels < 0 or (self.melody_levels and (self.melody_codebook < 1 or self.melody_slots < 1)):
+            raise ConfigError("melody conditioning needs melody_levels >= 1, melody_codebook >= 1 and "
+                              "melody_slots >= 1 (or melody_levels 0 for none)")
         if self.acoustic_rate % self.semantic_rate:
             raise ConfigError(f"the acoustic rate ({self.acoustic_rate} Hz) must be a multiple of the semantic "
                               f"rate ({self.semantic_rate} Hz)")
@@ -209,7 +215,12 @@ class SemanticLayout(StageLayout):
     uses_mulan = True
 
     def _segments(self) -> list[tuple[str, int]]:
-        return [("semantic", self.spaces.semantic_clusters)]
+        s = self.spaces
+        melody = []
+        if s.melody_levels:
+            melody = [("melody_null", s.melody_levels)] + [(f"melody{q}", s.melody_codebook)
+                                                          for q in range(s.melody_levels)]
+        return [*melody, ("semantic", s.semantic_clusters)]
 
     @property
     def target_segments(self) -> list[str]:
@@ -219,10 +230,30 @@ class SemanticLayout(StageLayout):
     def frame_rate(self) -> int:
         return self.spaces.semantic_rate
 
-    def condition(self, mulan: torch.Tensor) -> torch.Tensor:
-        """``[B, Q + 1]``: MuLan tokens then SEP."""
+    def condition(self, mulan: torch.Tensor, melody: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, Q + 1]``: MuLan tokens then SEP; with melody conditioning ``[B, Q + slots * levels + 1]``:
+        MuLan tokens, the melody tokens ``[B, slots, levels]`` (null tokens where ``melody`` is None), SEP."""
         sep = torch.full((mulan.shape[0], 1), SEP, dtype=torch.long, device=mulan.device)
-        return torch.cat([self.mulan_tokens(mulan), sep], dim=1)
+        parts = [self.mulan_tokens(mulan)]
+        if self.spaces.melody_levels:
+            parts.append(self.melody_tokens(melody, mulan.shape[0], mulan.device))
+        elif melody is not None:
+            raise ConfigError("this semantic stage was trained without melody conditioning")
+        return torch.cat([*parts, sep], dim=1)
+
+    def melody_tokens(self, melody: torch.Tensor | None, batch: int,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+        """Melody token values ``[B, slots, levels]`` (or None: the null tokens) -> ``[B, slots * levels]`` ids."""
+        s = self.spaces
+        if melody is None:
+            lo, hi = self.vocab.range("melody_null")
+            return torch.arange(lo, hi, device=device).repeat(s.melody_slots).expand(batch, -1)
+        if melody.dim() != 3 or melody.shape[0] != batch or melody.shape[1:] != (s.melody_slots, s.melody_levels):
+            raise ConfigError(f"expected melody tokens of shape [{batch}, {s.melody_slots}, {s.melody_levels}], "
+                              f"got {tuple(melody.shape)}")
+        _check_range(melody, s.melody_codebook, "melody token")
+        offsets = torch.tensor([self.vocab.offset(f"melody{q}") for q in range(s.melody_levels)], device=melody.device)
+        return (melody.long() + offsets).reshape(batch, -1)
 
 
 class CoarseLayout(StageLayout):

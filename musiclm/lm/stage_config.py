@@ -90,7 +90,7 @@ class StageConfig:
         s = self.tokens
         frames = self.window_frames(layout)
         if self.stage == "semantic":
-            return s.mulan_levels + 1
+            return s.mulan_levels + s.melody_slots * s.melody_levels + 1
         if self.stage == "coarse":
             if not self.semantic_conditioning:
                 return s.mulan_levels + 1

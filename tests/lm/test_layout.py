@@ -73,3 +73,32 @@ def test_bad_inputs_are_refused():
         stage_layout("medium", SPACES)
     with pytest.raises(ConfigError, match="multiple"):
         stage_layout("semantic", TokenSpaces(semantic_rate=30, acoustic_rate=50))
+
+
+def test_semantic_condition_with_melody_tokens():
+    from dataclasses import replace
+
+    spaces = replace(SPACES, melody_levels=2, melody_codebook=4, melody_slots=3)
+    layout = stage_layout("semantic", spaces)
+    assert layout.vocab_size == stage_layout("semantic", SPACES).vocab_size + 2 + 2 * 4
+    mulan = torch.tensor([[0, 4, 2]])
+    melody = torch.tensor([[[0, 3], [1, 2], [3, 0]]])
+    cond = layout.condition(mulan, melody)
+    assert cond.shape == (1, 3 + 3 * 2 + 1) and int(cond[0, -1]) == SEP
+    ids = cond[0, 3:-1].tolist()
+    lo0, hi0 = layout.vocab.range("melody0")
+    lo1, hi1 = layout.vocab.range("melody1")
+    assert all(lo0 <= i < hi0 for i in ids[0::2]) and all(lo1 <= i < hi1 for i in ids[1::2])
+    null = layout.condition(mulan)  # no melody given: the null melody tokens, same length
+    null_lo, null_hi = layout.vocab.range("melody_null")
+    assert null.shape == cond.shape and all(null_lo <= i < null_hi for i in null[0, 3:-1].tolist())
+    dropped = layout.drop_condition(cond, torch.tensor([True]))  # CFG drops the text, keeps the melody
+    assert torch.equal(dropped[0, 3:], cond[0, 3:]) and not torch.equal(dropped[0, :3], cond[0, :3])
+    with pytest.raises(ConfigError, match="melody tokens of shape"):
+        layout.condition(mulan, torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(ConfigError, match="melody token"):
+        layout.condition(mulan, torch.full((1, 3, 2), 4))
+    with pytest.raises(ConfigError, match="without melody"):
+        stage_layout("semantic", SPACES).condition(mulan, melody)
+    with pytest.raises(ConfigError, match="melody conditioning needs"):
+        replace(SPACES, melody_levels=2).validate()

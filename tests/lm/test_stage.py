@@ -123,3 +123,18 @@ def test_stage_chain_must_agree():
                         transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32)).resolved()
     with pytest.raises(ConfigError, match="acoustic"):
         check_stage_chain(semantic, coarse, StageLM(other))
+
+
+def test_semantic_stage_with_melody_slots_sizes_its_window():
+    from dataclasses import replace
+
+    spaces = replace(SPACES, melody_levels=2, melody_codebook=4, melody_slots=3)
+    config = StageConfig(stage="semantic", tokens=spaces, window_seconds=1.0, stride_seconds=0.5,
+                         transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32, dropout=0.0),
+                         sampling=SamplingParams(temperature=1.0, cfg_scale=1.0)).resolved()
+    stage = StageLM(config)
+    mulan = torch.zeros(1, 2, dtype=torch.long)
+    melody = torch.ones(1, 3, 2, dtype=torch.long)
+    assert stage.layout.condition(mulan, melody).shape[1] == config.condition_length()
+    out = stage.generate(40, lambda start, first, end: (stage.layout.condition(mulan, melody), None), batch=1)
+    assert out.shape == (1, 40, 1)
