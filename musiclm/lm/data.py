@@ -96,6 +96,18 @@ class StageDataset(Dataset):
         target[:n] = labels[1:n + 1]
         return {"tokens": tokens, "labels": target, "index": int(index)}
 
+    def _melody(self, index: int, start_frame: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """The melody tokens of a semantic window (None: null tokens) when the stage takes melody and the store
+        holds it; absent on a ``melody_dropout`` share of the windows so text-only generation keeps working."""
+        spaces = self.config.tokens
+        if not spaces.melody_levels or not hasattr(self.clips, "melody"):
+            return None
+        if rng.random() < self.config.melody_dropout:
+            return None
+        rows = melody_rows(self.clips.melody(index), start_frame / spaces.semantic_rate, spaces.melody_slots,
+                           spaces.melody_hop_seconds)
+        return None if rows is None else torch.as_tensor(rows.astype(np.int64))[None]
+
     def sequence(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         """The ``[condition + targets]`` id sequence of one window of clip ``index``, and the condition length."""
         spaces = self.config.tokens
@@ -105,7 +117,7 @@ class StageDataset(Dataset):
             start = self._start(len(semantic), rng)
             window = torch.as_tensor(semantic[start:start + self.window].astype(np.int64))
             mulan = torch.as_tensor(np.asarray(self.clips.mulan_tokens(index)).astype(np.int64))[None]
-            condition = self.layout.condition(mulan)
+            condition = self.layout.condition(mulan, self._melody(index, start, rng))
             targets = self.layout.encode_targets(window[None])
         else:
             codes = np.asarray(self.clips.codes(index))
@@ -127,6 +139,16 @@ class StageDataset(Dataset):
                 condition = self.layout.condition(frames[..., :spaces.coarse_levels])
                 targets = self.layout.encode_targets(frames[..., spaces.coarse_levels:spaces.acoustic_levels])
         return torch.cat([condition, targets], dim=1)[0], condition.shape[1]
+
+
+def melody_rows(melody: np.ndarray, start_seconds: float, slots: int, hop_seconds: float) -> np.ndarray | None:
+    """The ``slots`` consecutive melody windows ``[slots, levels]`` nearest a semantic window starting at
+    ``start_seconds`` (clamped to the clip), or None when the clip has fewer windows than slots."""
+    melody = np.asarray(melody)
+    if melody.ndim != 2 or melody.shape[0] < slots:
+        return None
+    first = min(int(round(start_seconds / hop_seconds)), melody.shape[0] - slots)
+    return melody[first:first + slots]
 
 
 def collate_sequences(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -48,6 +48,7 @@ class TokenSpaces:
     melody_levels: int = 0  # melody tokens per melody window (0: the semantic stage takes no melody)
     melody_codebook: int = 0
     melody_slots: int = 0  # melody windows in one semantic-stage condition
+    melody_hop_seconds: float = 3.0  # time between melody windows (the melody model's hop)
 
     def validate(self) -> None:
         for name in ("mulan_levels", "mulan_codebook", "semantic_clusters", "acoustic_codebook", "coarse_levels",
@@ -59,6 +60,8 @@ class TokenSpaces:
         if self.melody_levels < 0 or (self.melody_levels and (self.melody_codebook < 1 or self.melody_slots < 1)):
             raise ConfigError("melody conditioning needs melody_levels >= 1, melody_codebook >= 1 and "
                               "melody_slots >= 1 (or melody_levels 0 for none)")
+        if self.melody_hop_seconds <= 0:
+            raise ConfigError("tokens.melody_hop_seconds must be positive")
         if self.acoustic_rate % self.semantic_rate:
             raise ConfigError(f"the acoustic rate ({self.acoustic_rate} Hz) must be a multiple of the semantic "
                               f"rate ({self.semantic_rate} Hz)")

@@ -39,6 +39,7 @@ class StageConfig:
     window_seconds: float = 10.0
     stride_seconds: float = 5.0
     condition_dropout: float = 0.1  # probability that a training sequence sees null MuLan tokens (for CFG)
+    melody_dropout: float = 0.5  # semantic stage with melody tokens: share of windows trained without them
     sampling: SamplingParams = field(default_factory=SamplingParams)
     semantic_conditioning: bool = True  # coarse stage only: False = the ablation without semantic tokens
     store_fingerprint: str = ""  # the token store (codec + semantic tokenizer + MuLan) the stage was trained on
@@ -50,6 +51,8 @@ class StageConfig:
         self.sampling.validate()
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ConfigError("condition_dropout must be within [0, 1)")
+        if not 0.0 <= self.melody_dropout <= 1.0:
+            raise ConfigError("melody_dropout must be within [0, 1]")
         if self.window_seconds <= 0 or not 0 < self.stride_seconds <= self.window_seconds:
             raise ConfigError("need 0 < stride_seconds <= window_seconds")
         layout = self.layout()

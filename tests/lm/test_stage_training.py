@@ -149,3 +149,59 @@ def test_training_lowers_the_loss(store_dir, tmp_path):
     stage, _ = stage_from_run(run)
     after = evaluate_stage(stage.model, batches, 1)["loss"]
     assert after < before - 0.5
+
+
+class ClipsWithMelody:
+    """Per-clip tokens held in memory, with melody windows (what a token store with a melody model gives)."""
+
+    def __init__(self, count: int = 6, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.sem = [rng.integers(0, 6, 50) for _ in range(count)]  # 2 s at 25 Hz
+        self.mul = [rng.integers(0, 4, 2) for _ in range(count)]
+        self.mel = [rng.integers(0, 4, (3, 2)) for _ in range(count)]
+
+    def __len__(self) -> int:
+        return len(self.sem)
+
+    def codes(self, index):
+        raise NotImplementedError("the semantic stage reads no codes")
+
+    def semantic(self, index):
+        return self.sem[index]
+
+    def mulan_tokens(self, index):
+        return self.mul[index]
+
+    def melody(self, index):
+        return self.mel[index]
+
+
+def test_semantic_windows_carry_the_clips_melody_on_part_of_the_batches():
+    from musiclm.lm.data import melody_rows
+    from musiclm.lm.layout import TokenSpaces
+    from musiclm.lm.stage_config import StageConfig
+
+    spaces = TokenSpaces(mulan_levels=2, mulan_codebook=4, semantic_clusters=6, acoustic_codebook=8,
+                         coarse_levels=2, fine_levels=2, melody_levels=2, melody_codebook=4, melody_slots=2,
+                         melody_hop_seconds=0.5)
+    config = StageConfig(stage="semantic", tokens=spaces, window_seconds=1.0, stride_seconds=0.5,
+                         transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32),
+                         melody_dropout=0.5).resolved()
+    clips = ClipsWithMelody()
+    data = StageDataset(clips, config, seed=0)
+    null_lo, null_hi = data.layout.vocab.range("melody_null")
+    with_melody = without = 0
+    for epoch in range(10):
+        data.set_epoch(epoch)
+        for i in range(len(data)):
+            melody_ids = data[i]["tokens"][2:6].tolist()
+            if all(null_lo <= t < null_hi for t in melody_ids):
+                without += 1
+            else:
+                with_melody += 1
+                offsets = [data.layout.vocab.offset("melody0"), data.layout.vocab.offset("melody1")]
+                values = np.array(melody_ids).reshape(2, 2) - offsets
+                assert any(np.array_equal(values, clips.mel[i][k:k + 2]) for k in range(2))
+    assert 0.3 < with_melody / (with_melody + without) < 0.7
+    assert melody_rows(np.zeros((1, 2)), 0.0, 2, 3.0) is None
+    assert melody_rows(np.arange(8).reshape(4, 2), 9.0, 2, 3.0).tolist() == [[4, 5], [6, 7]]  # clamped
