@@ -37,7 +37,7 @@ from musiclm.config import load_yaml, save_yaml
 from musiclm.errors import AudioError, ConfigError
 from musiclm.features import LogMel
 from musiclm.fileio import atomic_path
-from musiclm.train.checkpoint import CheckpointError
+from musiclm.train.checkpoint import CheckpointError, load_state
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "tagger.safetensors"
@@ -444,13 +444,3 @@ class Tagger:
         return out
 
 
-def load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
-    """Load ``tensors`` into ``model``, naming missing, unexpected and wrongly shaped keys on mismatch."""
-    own = model.state_dict()
-    wrong = [k for k, v in tensors.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
-    if wrong or missing or unexpected:
-        raise CheckpointError(f"{path}: does not fit the tagger config (wrong shape {wrong[:3]}, missing "
-                              f"{missing[:3]}, unexpected {unexpected[:3]})")
-    model.load_state_dict(dict(tensors))

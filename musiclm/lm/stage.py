@@ -21,6 +21,7 @@ from musiclm.lm.layout import StageLayout
 from musiclm.lm.sampling import SamplingParams, generate_tokens
 from musiclm.lm.stage_config import StageConfig
 from musiclm.lm.transformer import Transformer
+from musiclm.train.checkpoint import load_state
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -187,17 +188,6 @@ def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.setdefault(ptr, key)
     return out
 
-
-def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str | os.PathLike[str]) -> None:
-    """Load ``tensors`` (any float precision) into ``model`` strictly, with a clear error on mismatch."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise StageError(f"{where}: weights do not fit the config (missing {missing[:4]}, unexpected "
-                         f"{unexpected[:4]}, wrong shape {wrong[:4]})")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
 
 
 def check_stage_chain(semantic: StageLM, coarse: StageLM, fine: StageLM) -> None:

@@ -35,8 +35,8 @@ from musiclm.errors import AudioError
 from musiclm.fileio import atomic_path
 from musiclm.melody.config import MelodyConfig, MelodyTrainingConfig
 from musiclm.melody.model import MelodyEmbedder, window_count
-from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError
-from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
+from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError, load_quantizer
+from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_state, load_weights
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "melody.safetensors"
@@ -260,7 +260,7 @@ class MelodyModel:
         model = MelodyEmbedder(config)
         state = {k[len("model."):]: v.float() if v.is_floating_point() else v
                  for k, v in tensors.items() if k.startswith("model.")}
-        _load_state(model, state, folder / WEIGHTS_FILE)
+        load_state(model, state, folder / WEIGHTS_FILE)
         quantizer = None
         if "quantizer.codebooks" in tensors:
             books = tensors["quantizer.codebooks"].float()
@@ -290,16 +290,6 @@ class MelodyModel:
         return out
 
 
-def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    own = model.state_dict()
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if wrong or missing or unexpected:
-        raise CheckpointError(f"{path}: does not fit the model config (wrong shape {wrong[:3]}, missing "
-                              f"{missing[:3]}, unexpected {unexpected[:3]})")
-    model.load_state_dict(state)
-
 
 def run_config(run_dir: str | os.PathLike[str]) -> MelodyTrainingConfig:
     """The training config stored in a run's latest checkpoint."""
@@ -312,29 +302,4 @@ def run_config(run_dir: str | os.PathLike[str]) -> MelodyTrainingConfig:
     return from_dict(MelodyTrainingConfig, recipe["config"])
 
 
-def run_corpora(run_dir: str | os.PathLike[str]) -> list[str]:
-    """The pair-set folders a run was trained on."""
-    checkpoint = CheckpointManager(run_dir).latest()
-    if checkpoint is None:
-        raise CheckpointError(f"{run_dir}: no complete checkpoint")
-    return list(checkpoint.state().get("recipe_config", {}).get("corpora", []))
 
-
-def save_quantizer(quantizer: EmbeddingQuantizer, path: str | os.PathLike[str]) -> Path:
-    """Write a fitted quantiser's codebooks (fp16-exact) as safetensors, atomically."""
-    if not quantizer.fitted:
-        raise QuantizerError("refusing to save an unfitted quantiser")
-    with atomic_path(path) as tmp:
-        save_file({"codebooks": quantizer.codebooks.detach().cpu().half().contiguous()}, str(tmp),
-                  metadata={"musiclm_version": __version__, "format": "musiclm-melody-quantizer"})
-    return Path(path)
-
-
-def load_quantizer(path: str | os.PathLike[str]) -> EmbeddingQuantizer:
-    try:
-        books = load_file(str(path))["codebooks"].float()
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable quantiser file ({exc})") from exc
-    quantizer = EmbeddingQuantizer(books.shape[0], books.shape[1], books.shape[2])
-    quantizer.codebooks.copy_(books)
-    return quantizer

@@ -39,6 +39,8 @@ from musiclm.melody.config import FeatureAugmentConfig, FrontendConfig, MelodyQu
 from musiclm.melody.losses import semi_hard_triplet_loss
 from musiclm.melody.model import MelodyEmbedder, PitchSpectrogram, window_count
 from musiclm.melody.pairs import PairError, PairSet, read_pairs
+from musiclm.mulan.quantizer import save_quantizer
+from musiclm.train.checkpoint import run_corpora
 from musiclm.train.engine import Phase, Recipe, StepContext, Trainer, TrainResult
 
 log = logging.getLogger("musiclm.melody")
@@ -406,7 +408,7 @@ def fit_run_quantizer(
     run_dir = Path(run_dir)
     qcfg = config or api.run_config(run_dir).model.quantizer
     qcfg.validate()
-    corpora = [str(c) for c in corpora] if corpora else api.run_corpora(run_dir)
+    corpora = [str(c) for c in corpora] if corpora else run_corpora(run_dir)
     if not corpora:
         raise MusicLMError(f"{run_dir}: the run does not record its pair sets; pass --corpus")
     melody = api.MelodyModel.from_run(run_dir, device=device, with_quantizer=False)
@@ -428,6 +430,6 @@ def fit_run_quantizer(
         stats = level_stats(emb[mask], quantizer)
         result["held_out"] = {"windows": int(mask.sum()), "cosine_level1": stats[0].cosine,
                               "cosine_all": stats[-1].cosine}
-    api.save_quantizer(quantizer, run_dir / api.QUANTIZER_FILE)
+    save_quantizer(quantizer, run_dir / api.QUANTIZER_FILE, kind="melody")
     atomic_write_text(run_dir / api.QUANTIZER_REPORT, json.dumps(result, indent=2))
     return quantizer, result

@@ -24,10 +24,11 @@ from musiclm.audio import load_audio
 from musiclm.data.manifest import read_manifest
 from musiclm.errors import MusicLMError
 from musiclm.fileio import atomic_write_text
-from musiclm.mulan.api import QUANTIZER_FILE, QUANTIZER_REPORT, MuLan, run_config, run_corpora, save_quantizer
+from musiclm.mulan.api import QUANTIZER_FILE, QUANTIZER_REPORT, MuLan, run_config
 from musiclm.mulan.config import AugmentConfig, QuantizerConfig
-from musiclm.mulan.quantizer import EmbeddingQuantizer, fit_quantizer, level_stats
+from musiclm.mulan.quantizer import EmbeddingQuantizer, fit_quantizer, level_stats, save_quantizer
 from musiclm.mulan.recipe import augment_audio, stable_key
+from musiclm.train.checkpoint import run_corpora
 
 log = logging.getLogger("musiclm.mulan")
 MIN_CROP_SECONDS = 3.0

@@ -16,13 +16,18 @@ conditioning.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from musiclm import __version__
 from musiclm.errors import MusicLMError
+from musiclm.fileio import atomic_path
 
 
 class QuantizerError(MusicLMError):
@@ -213,3 +218,29 @@ def fit_quantizer(
         residual = residual - quantizer.codebooks[level][index]
     report = FitReport(len(data), data.shape[1], num_quantizers, codebook_size, size, level_stats(data, quantizer))
     return quantizer.cpu(), report
+
+
+def save_quantizer(quantizer: EmbeddingQuantizer, path: str | os.PathLike[str], kind: str = "") -> Path:
+    """Write a fitted quantiser's codebooks (fp16-exact) as safetensors, atomically; ``kind`` names its
+    embedding space in the metadata (e.g. ``"melody"``)."""
+    if not quantizer.fitted:
+        raise QuantizerError("refusing to save an unfitted quantiser")
+    metadata = {"musiclm_version": __version__}
+    if kind:
+        metadata["format"] = f"musiclm-{kind}-quantizer"
+    with atomic_path(path) as tmp:
+        save_file({"codebooks": quantizer.codebooks.detach().cpu().half().contiguous()}, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_quantizer(path: str | os.PathLike[str]) -> EmbeddingQuantizer:
+    """A quantiser written by :func:`save_quantizer`."""
+    from musiclm.train.checkpoint import CheckpointError
+
+    try:
+        books = load_file(str(path))["codebooks"].float()
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable quantiser file ({exc})") from exc
+    quantizer = EmbeddingQuantizer(books.shape[0], books.shape[1], books.shape[2])
+    quantizer.codebooks.copy_(books)
+    return quantizer

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,16 +77,24 @@ def load_weights(module: nn.Module, path: str | os.PathLike[str], *, strict: boo
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+    load_state(module, tensors, path, strict=strict)
+
+
+def load_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], where: str | os.PathLike[str], *,
+               strict: bool = True) -> None:
+    """Load ``tensors`` into ``module`` (floating tensors cast to the module's dtypes, e.g. fp16 files into an
+    fp32 model); a mismatch raises :class:`CheckpointError` naming ``where`` and the offending keys."""
     own = module.state_dict()
     wrong_shape = [k for k, v in tensors.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]
     if wrong_shape or (strict and (missing or unexpected)):
         raise CheckpointError(
-            f"{path}: does not fit the model (wrong shape {wrong_shape[:5]}, missing {missing[:5]}, "
+            f"{where}: does not fit the model (wrong shape {wrong_shape[:5]}, missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
-    module.load_state_dict(tensors, strict=strict)
+    cast = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in tensors.items()}
+    module.load_state_dict(cast, strict=strict)
 
 
 class CheckpointManager:
@@ -186,3 +195,11 @@ class CheckpointManager:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise CheckpointError(f"{path}: unreadable trainer state ({exc})") from exc
+
+
+def run_corpora(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The corpus folders the latest checkpoint of a run was trained on (its recipe config's ``corpora``)."""
+    checkpoint = CheckpointManager(run_dir).latest()
+    if checkpoint is None:
+        raise CheckpointError(f"{run_dir}: no complete checkpoint")
+    return list(checkpoint.state().get("recipe_config", {}).get("corpora", []))
