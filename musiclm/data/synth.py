@@ -38,6 +38,7 @@ from musiclm.data.manifest import (
 from musiclm.data.piece import Piece
 from musiclm.errors import MusicLMError
 from musiclm.fileio import atomic_write_text
+from musiclm.progress import clip_bar
 
 log = logging.getLogger("musiclm.data")
 
@@ -259,7 +260,7 @@ def build_corpus(
     started = time.perf_counter()
     written, cpu_seconds = 0, 0.0
     reasons: Counter[str] = Counter()
-    bar = _progress(total=mine, initial=mine - sum(len(j.clip_ids) for j in todo), enabled=progress)
+    bar = clip_bar(total=mine, initial=mine - sum(len(j.clip_ids) for j in todo), enabled=progress, desc="render")
     with PartWriter(out, f"rank{rank:03d}") as part, \
             PartWriter(out, f"rank{rank:03d}", folder=REJECTS_DIR) as rejected:
         for result in _run_jobs(todo, str(out), styles, scores, workers):
@@ -317,14 +318,3 @@ def _run_jobs(jobs: list[PieceJob], out: str, styles: list[str], scores: dict[st
                     pending.add(pool.submit(_render_piece_job, job))
 
 
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="render", unit="clip", file=sys.stderr, dynamic_ncols=True)

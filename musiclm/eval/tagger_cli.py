@@ -8,13 +8,13 @@ lazily so ``musiclm --help`` stays fast. Commands that use a trained tagger take
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from musiclm.bundled import default_model_dir, model_env
 from musiclm.cli import add_device_flag, add_json_flag, emit
 from musiclm.errors import MusicLMError
+from musiclm.progress import counter
 from musiclm.train.command import add_threads_argument, add_train_arguments, run_training, set_threads, train_config
 
 MODEL_ENV = model_env("tagger")
@@ -24,19 +24,6 @@ class TaggerUsageError(MusicLMError):
     """A tagger command's argument is unusable."""
 
 
-def _progress(label: str, enabled: bool) -> Any:
-    """A ``progress(done, total)`` callback printing to stderr about every 10 %."""
-    if not enabled:
-        return None
-    last = {"tenth": -1}
-
-    def report(done: int, total: int) -> None:
-        tenth = done * 10 // max(total, 1)
-        if tenth != last["tenth"]:
-            last["tenth"] = tenth
-            print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
-
-    return report
 
 
 def _load(folder: str | None, device: str) -> Any:
@@ -90,7 +77,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     set_threads(args)
     tagger = _load(args.model, args.device)
     report = evaluate_tagger(tagger, args.corpus, split=args.split, max_clips=args.max_clips, seed=args.seed,
-                             progress=_progress("tagging clips", not args.json))
+                             progress=counter("tagging clips", not args.json))
     if args.output:
         import json
 

@@ -16,6 +16,7 @@ from typing import Any
 from musiclm.bundled import default_model_dir, model_env
 from musiclm.cli import add_device_flag, add_json_flag, add_model_flags, emit
 from musiclm.errors import MusicLMError
+from musiclm.progress import counter
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
 MODEL_ENV = model_env("melody")
@@ -36,23 +37,6 @@ def _load(args: argparse.Namespace) -> Any:
     return MelodyModel.from_pretrained(folder, device=args.device)
 
 
-def _progress(label: str, enabled: bool) -> Any:
-    """A ``progress(done, total)`` callback on stderr: a live counter on a terminal, else every 10 %."""
-    if not enabled:
-        return None
-    tty = sys.stderr.isatty()
-    last = {"tenth": -1}
-
-    def report(done: int, total: int) -> None:
-        if tty:
-            print(f"\r{label}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
-            return
-        tenth = done * 10 // max(total, 1)
-        if tenth != last["tenth"]:
-            last["tenth"] = tenth
-            print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
-
-    return report
 
 
 # ------------------------------------------------------------------------------------------------ pairs
@@ -86,7 +70,7 @@ def _cmd_fit_quantizer(args: argparse.Namespace) -> None:
     if args.set:
         qcfg = merge(qcfg, parse_overrides(args.set))
     _, result = fit_run_quantizer(args.run, args.corpus, qcfg, device=args.device,
-                                  progress=_progress("embedding training clips", not args.json))
+                                  progress=counter("embedding training clips", not args.json))
     fit = result["fit"]
 
     def human(r: dict[str, Any]) -> str:
@@ -113,7 +97,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
             raise MelodyUsageError(f"{run}: no fitted quantiser; run `musiclm melody fit-quantizer {run}` first")
         from musiclm.melody.recipe import fit_run_quantizer
 
-        fit_run_quantizer(run, device="cpu", progress=_progress("fitting the quantiser", not args.json))
+        fit_run_quantizer(run, device="cpu", progress=counter("fitting the quantiser", not args.json))
     model = MelodyModel.from_run(run, prefer_ema=not args.no_ema)
     folder = model.save(args.output)
     size = (folder / WEIGHTS_FILE).stat().st_size
@@ -132,7 +116,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     model = _load(args)
     report = evaluate_pairs(model, args.pairs, split=args.split, candidates=args.candidates, seed=args.seed,
                             max_melodies=args.max_melodies, chroma_baseline=not args.no_baseline,
-                            progress=_progress("embedding held-out clips", not args.json))
+                            progress=counter("embedding held-out clips", not args.json))
     if args.output:
         import json
 

@@ -63,6 +63,7 @@ from musiclm.data.manifest import (
 from musiclm.data.piece import ClipLabels, Part, Piece
 from musiclm.errors import MusicLMError
 from musiclm.fileio import atomic_write_text
+from musiclm.progress import clip_bar
 
 log = logging.getLogger("musiclm.melody")
 
@@ -628,7 +629,7 @@ def build_pairs(
     started = time.perf_counter()
     written, cpu_seconds = 0, 0.0
     reasons: Counter[str] = Counter()
-    bar = _progress(total, total - sum(len(j.clip_ids) for j in todo), progress)
+    bar = clip_bar(total, total - sum(len(j.clip_ids) for j in todo), progress, desc="melody pairs")
     scores = _score_refs(score_fraction)
     with PartWriter(out, f"rank{rank:03d}") as part, PartWriter(out, f"rank{rank:03d}", folder=REJECTS_DIR) as rejected:
         for result in _run_jobs(todo, str(out), sorted(STYLES), scores, workers):
@@ -666,18 +667,6 @@ def build_pairs(
         "soundfonts": dict(Counter(r.labels.get("soundfont") for r in records)),
     }
 
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="melody pairs", unit="clip", file=sys.stderr, dynamic_ncols=True)
 
 
 # -------------------------------------------------------------------------------------------- reading

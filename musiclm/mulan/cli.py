@@ -8,13 +8,13 @@ stays fast. Commands that use a trained model take ``--model DIR`` (default ``$M
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from musiclm.bundled import default_model_dir, model_env
 from musiclm.cli import add_device_flag, add_json_flag, add_model_flags, emit
 from musiclm.errors import MusicLMError
+from musiclm.progress import counter
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
 
 MODEL_ENV = model_env("mulan")
@@ -35,23 +35,6 @@ def _load(args: argparse.Namespace) -> Any:
     return MuLan.from_pretrained(folder, device=args.device)
 
 
-def _progress(label: str, enabled: bool) -> Any:
-    """A ``progress(done, total)`` callback writing to stderr: a live counter on a terminal, else every 10 %."""
-    if not enabled:
-        return None
-    tty = sys.stderr.isatty()
-    last = {"tenth": -1}
-
-    def report(done: int, total: int) -> None:
-        if tty:
-            print(f"\r{label}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
-            return
-        tenth = done * 10 // max(total, 1)
-        if tenth != last["tenth"]:
-            last["tenth"] = tenth
-            print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
-
-    return report
 
 
 # ------------------------------------------------------------------------------------------------ embed
@@ -158,7 +141,7 @@ def _cmd_fit_quantizer(args: argparse.Namespace) -> None:
     if overrides:
         qcfg = merge(qcfg, overrides)
     _, result = fit_run_quantizer(args.run, args.corpus, qcfg, compare=_parse_sizes(args.compare),
-                                  device=args.device, progress=_progress("embedding training clips", not args.json))
+                                  device=args.device, progress=counter("embedding training clips", not args.json))
     fit = result["fit"]
 
     def human(r: dict[str, Any]) -> str:
@@ -185,7 +168,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
             raise MuLanUsageError(f"{run}: no fitted quantiser; run `musiclm mulan fit-quantizer {run}` first")
         from musiclm.mulan.fit import fit_run_quantizer
 
-        fit_run_quantizer(run, device="cpu", progress=_progress("fitting the quantiser", not args.json))
+        fit_run_quantizer(run, device="cpu", progress=counter("fitting the quantiser", not args.json))
     mulan = MuLan.from_run(run, prefer_ema=not args.no_ema)
     folder = mulan.save(args.output)
     size = (folder / WEIGHTS_FILE).stat().st_size
@@ -203,7 +186,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     mulan = _load(args)
     report = evaluate_mulan(mulan, args.corpus, split=args.split, max_clips=args.max_clips,
                             musiccaps_csv=args.musiccaps, seed=args.seed,
-                            progress=_progress("embedding clips", not args.json))
+                            progress=counter("embedding clips", not args.json))
     if args.output:
         save_report(report, args.output)
     emit(report, args, human=summary)

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,7 @@ from musiclm.config import to_dict
 from musiclm.data.manifest import SPLITS, ClipRecord, read_manifest
 from musiclm.errors import MusicLMError
 from musiclm.fileio import fsync_file
+from musiclm.progress import clip_bar
 from musiclm.tokenstore.store import (
     SHARDS_DIR,
     STORE_FILE,
@@ -513,7 +513,8 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
                          shards_of_rank=len(mine), shards_already_done=len(done), shards_written=0, batch=batch)
     log.info("rank %d/%d: %d of %d shards to tokenize (%d already done) into %s", rank, world_size, len(todo),
              len(mine), len(done), out)
-    bar = _progress(sum(len(plan.shard(i)) for i in mine), sum(len(plan.shard(i)) for i in done), progress)
+    bar = clip_bar(sum(len(plan.shard(i)) for i in mine), sum(len(plan.shard(i)) for i in done), progress,
+                   desc="tokenize")
     started = time.perf_counter()
     try:
         for index in todo:
@@ -551,11 +552,6 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     return report
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="tokenize", unit="clip", file=sys.stderr, dynamic_ncols=True,
-                disable=not enabled)
 
 
 # ------------------------------------------------------------------------------------------------- status
