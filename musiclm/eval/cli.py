@@ -125,30 +125,18 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
         device = resolve_device(args.device)
 
-    mulan = None
-    if args.mulan:
-        from musiclm.mulan.api import MuLan
+    from musiclm.codec.api import Codec
+    from musiclm.mulan.api import MuLan
 
-        mulan = MuLan.from_pretrained(args.mulan, device=device)
-    elif model is not None:
-        mulan = model.mulan
-    elif (folder := _component(None, "mulan")) is not None:
-        from musiclm.mulan.api import MuLan
+    def part(flag: str | None, of_model: Any, component: str, loader: Any) -> Any:
+        """``--flag DIR``, else the model's own part, else the bundled one (None when there is none)."""
+        folder = flag if flag else None if of_model is not None else _component(None, component)
+        return loader(folder, device=device) if folder is not None else of_model
 
-        mulan = MuLan.from_pretrained(folder, device=device)
+    mulan = part(args.mulan, model.mulan if model is not None else None, "mulan", MuLan.from_pretrained)
     if mulan is None:
         raise EvalUsageError("the evaluation needs MuLan (MCC, FAD_MuLan, retrieval): pass --model DIR or --mulan DIR")
-    codec = None
-    if args.codec:
-        from musiclm.codec.api import Codec
-
-        codec = Codec.from_pretrained(args.codec, device=device)
-    elif model is not None:
-        codec = model.codec
-    elif (folder := _component(None, "codec")) is not None:
-        from musiclm.codec.api import Codec
-
-        codec = Codec.from_pretrained(folder, device=device)
+    codec = part(args.codec, model.codec if model is not None else None, "codec", Codec.from_pretrained)
 
     names = requested or [n for n in SYSTEM_NAMES if (n not in MODEL_SYSTEMS or model is not None)
                           and (n != "codec" or codec is not None)]

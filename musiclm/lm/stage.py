@@ -141,9 +141,7 @@ class StageLM:
         total_steps = (frames - have) * self.levels
         done = 0
         while have < frames:
-            context = min(have, window - stride) if have else 0
-            if have and context == 0:
-                context = min(have, window - 1)
+            context = min(have, window - stride)  # stride == window: independent windows
             new = min(window - context, frames - have)
             start = have - context
             cond, uncond = condition(start, have, have + new)
