@@ -94,6 +94,14 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     output = Path(args.output) if args.output else default_output(args.prompt or story[0][1])
     if output.suffix.lower() not in (".wav", ".flac"):
         raise GenerateUsageError(f"{output}: the output must end in .wav or .flac")
+    if args.melody and (story is not None or args.continue_from):
+        raise GenerateUsageError("--melody goes with a PROMPT, not with --story or --continue")
+    melody_audio = None
+    if args.melody:
+        try:
+            melody_audio, melody_rate = load_audio(args.melody, sample_rate=None)
+        except MusicLMError as exc:
+            raise GenerateUsageError(f"--melody {args.melody}: {exc}") from None
     prompt_audio = None
     if args.continue_from:
         try:
@@ -111,6 +119,12 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     try:
         if story is not None:
             audio, rate = model.generate_story(story, args.duration, **kwargs)
+        elif melody_audio is not None:
+            try:
+                audio, rate = model.generate_with_melody([args.prompt], melody_audio, melody_rate, args.duration,
+                                                         **kwargs)
+            except MusicLMError as exc:
+                raise GenerateUsageError(f"--melody {args.melody}: {exc}") from None
         elif prompt_audio is not None:
             audio, rate = model.generate_continuation(prompt_audio, prompt_rate, [args.prompt], args.duration, **kwargs)
         else:
@@ -132,7 +146,8 @@ def _cmd_generate(args: argparse.Namespace) -> None:
             save_spectrogram(png, row, rate, title=args.prompt or args.story)
             entry["spectrogram"] = str(png)
         files.append(entry)
-    result = {"prompt": args.prompt, "story": story, "model": str(getattr(model, "source", None) or PRETRAINED),
+    result = {"prompt": args.prompt, "story": story, "melody": args.melody,
+              "model": str(getattr(model, "source", None) or PRETRAINED),
               "duration": args.duration, "sample_rate": rate, "seed": args.seed, "files": files,
               "load_seconds": round(loaded - started, 2), "generate_seconds": round(elapsed, 2),
               "real_time_factor": round(elapsed / max(args.duration * len(files), 1e-9), 3)}
@@ -166,6 +181,8 @@ def register(subparsers: Any) -> None:
                      help="generate this many candidates per piece, keep the one closest to the prompt (MuLan)")
     gen.add_argument("--story", help='prompts that change over time: "0:a calm intro;15:drums come in;30:..."')
     gen.add_argument("--continue", dest="continue_from", metavar="FILE", help="continue this audio file")
+    gen.add_argument("--melody", metavar="FILE", help="follow the tune of this audio file (hummed, sung, whistled "
+                     "or played; looped when shorter than --duration)")
     gen.add_argument("--plot", action="store_true", help="also write a spectrogram PNG beside each file")
     gen.add_argument("--model", help=f"model folder (default: ${MODEL_ENV} or the bundled model)")
     gen.add_argument("--threads", type=int, help="CPU threads for torch")

@@ -39,6 +39,9 @@ MAX_BATCH = 64
 COMPONENTS = {"codec": "codec", "mulan": "mulan", "semantic_tokenizer": "semantic",
               "semantic": "lm-semantic", "coarse": "lm-coarse", "fine": "lm-fine"}
 """Sub-folder of a model folder holding each component."""
+MELODY_COMPONENT = "melody"
+"""Optional sub-folder: the melody model whose tokens a melody-conditioned semantic stage was trained on."""
+MIN_MELODY_SECONDS = 1.0
 STAGE_NAMES = ("semantic", "coarse", "fine")
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -93,9 +96,12 @@ class MusicLM:
     """The assembled text-to-music model (see the module docstring)."""
 
     def __init__(self, mulan, codec, semantic: StageLM, coarse: StageLM, fine: StageLM,
-                 semantic_tokenizer=None, device: str | torch.device = "cpu"):
+                 semantic_tokenizer=None, device: str | torch.device = "cpu", melody=None):
         check_stage_chain(semantic, coarse, fine)
         self.mulan, self.codec, self.semantic_tokenizer = mulan, codec, semantic_tokenizer
+        self.melody = melody
+        if melody is not None:
+            _check_melody_model(melody, semantic)
         self.stages = {"semantic": semantic, "coarse": coarse, "fine": fine}
         spaces = coarse.config.tokens
         if mulan.num_quantizers != spaces.mulan_levels or mulan.codebook_size != spaces.mulan_codebook:
@@ -126,9 +132,14 @@ class MusicLM:
                     else "make the parts with `musiclm <part> export` (see docs/MODEL_CARD.md)")
             raise GenerationError(f"{root}: incomplete model folder, missing {', '.join(missing)} ({hint})")
         stages = {name: StageLM.from_pretrained(root / COMPONENTS[name], stage=name) for name in STAGE_NAMES}
+        melody = None
+        if stages["semantic"].config.tokens.melody_levels and (root / MELODY_COMPONENT).is_dir():
+            from musiclm.melody.api import MelodyModel
+
+            melody = MelodyModel.from_pretrained(root / MELODY_COMPONENT)
         model = cls(MuLan.from_pretrained(root / "mulan"), Codec.from_pretrained(root / "codec"),
                     stages["semantic"], stages["coarse"], stages["fine"],
-                    SemanticTokenizer.from_pretrained(root / "semantic"), device)
+                    SemanticTokenizer.from_pretrained(root / "semantic"), device, melody)
         model.source = str(root)
         return model
 
@@ -137,8 +148,9 @@ class MusicLM:
         trained without semantic tokens)."""
         stages = dict(self.stages)
         stages[stage.name] = stage
+        melody = self.melody if stages["semantic"].config.tokens.melody_levels else None
         out = MusicLM(self.mulan, self.codec, stages["semantic"], stages["coarse"], stages["fine"],
-                      self.semantic_tokenizer, self.device)
+                      self.semantic_tokenizer, self.device, melody)
         out.source = self.source
         return out
 
@@ -151,13 +163,15 @@ class MusicLM:
             self.semantic_tokenizer.save(folder / COMPONENTS["semantic_tokenizer"])
         for name in STAGE_NAMES:
             self.stages[name].save(folder / COMPONENTS[name])
+        if self.melody is not None:
+            self.melody.save(folder / MELODY_COMPONENT)
         return folder
 
     def to(self, device: str | torch.device) -> MusicLM:
         from musiclm.device import resolve_device
 
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-        for part in (self.mulan, self.codec, self.semantic_tokenizer, *self.stages.values()):
+        for part in (self.mulan, self.codec, self.semantic_tokenizer, self.melody, *self.stages.values()):
             if part is not None:
                 part.to(self.device)
         return self
@@ -167,6 +181,11 @@ class MusicLM:
     @property
     def sample_rate(self) -> int:
         return self.codec.sample_rate
+
+    @property
+    def supports_melody(self) -> bool:
+        """True when the semantic stage takes melody tokens and the melody model is loaded."""
+        return self.melody is not None and bool(self.stages["semantic"].config.tokens.melody_levels)
 
     @property
     def acoustic_levels(self) -> int:
@@ -277,6 +296,71 @@ class MusicLM:
         return self.generate_story([(0.0, texts)], duration, prompt_audio=prompt_audio,
                                    prompt_sample_rate=prompt_sample_rate, **kwargs)
 
+    def generate_with_melody(self, texts: str | Sequence[str], melody_audio: np.ndarray | torch.Tensor,
+                             melody_sample_rate: int, duration: float = 10.0, *, num_samples: int = 1, seed: int = 0,
+                             temperature: float | Sequence[float] | None = None,
+                             top_k: int | Sequence[int] | None = None, top_p: float | Sequence[float] | None = None,
+                             cfg: float | Sequence[float] | None = None, best_of: int = 1,
+                             progress: ProgressCallback | None = None) -> tuple[torch.Tensor, int]:
+        """Music in the style of ``texts`` that follows the tune of ``melody_audio`` (hummed, sung, whistled or
+        played; ``[samples]`` for every prompt or ``[len(texts), samples]``). A melody shorter than
+        ``duration`` loops. Returns ``(audio [len(texts) * num_samples, samples], sample_rate)``."""
+        if not self.supports_melody:
+            raise GenerationError("this model has no melody conditioning (its semantic stage was trained without "
+                                  "melody tokens, or its folder has no melody/ model)")
+        duration = self.check_duration(duration)
+        schedule = self._schedule([(0.0, texts)], duration)
+        rows = len(schedule[0][1])
+        if num_samples < 1 or best_of < 1:
+            raise GenerationError("num_samples and best_of must be >= 1")
+        if rows * num_samples * best_of > MAX_BATCH * 4:
+            raise GenerationError(f"{rows} prompts x {num_samples} samples x best_of {best_of} is too many rows")
+        repeat = num_samples * best_of
+        melody = self.melody_tokens(melody_audio, melody_sample_rate, duration)  # [m, windows, levels]
+        if melody.shape[0] not in (1, rows):
+            raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per prompt")
+        melody = melody.expand(rows, -1, -1).repeat_interleave(repeat, dim=0)
+        sampling = self.sampling(temperature, top_k, top_p, cfg)
+        tokens = [(0.0, self.mulan.text_tokens(schedule[0][1]).repeat_interleave(repeat, dim=0))]
+        audio = self.render_tokens(tokens, duration, sampling, seed, progress, melody=melody)
+        if best_of > 1:
+            texts_per_row = [t for t in schedule[0][1] for _ in range(num_samples)]
+            audio = self._rerank(audio, texts_per_row, best_of, progress)
+        return audio, self.sample_rate
+
+    def melody_tokens(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int,
+                      duration: float) -> torch.Tensor:
+        """Melody tokens ``[B, windows, levels]`` covering ``duration`` seconds (and at least one semantic
+        window), the melody looped as often as needed."""
+        from musiclm.audio import resample
+
+        if self.melody is None:
+            raise GenerationError("this model has no melody model")
+        if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
+            raise AudioError(f"the melody's sample rate must be a positive integer, got {sample_rate!r}")
+        wav = melody_audio if isinstance(melody_audio, torch.Tensor) else torch.as_tensor(
+            np.asarray(melody_audio, dtype=np.float32))
+        wav = wav.detach().float().cpu()
+        if wav.dim() == 1:
+            wav = wav[None]
+        if wav.dim() != 2 or wav.shape[1] == 0:
+            raise AudioError(f"the melody must be [samples] or [batch, samples], got {tuple(wav.shape)}")
+        if not bool(torch.isfinite(wav).all()):
+            raise AudioError("the melody contains NaN or infinite samples")
+        seconds = wav.shape[1] / sample_rate
+        if seconds < MIN_MELODY_SECONDS:
+            raise AudioError(f"the melody is {seconds:.2f} s long; give at least {MIN_MELODY_SECONDS:g} s")
+        if float(wav.abs().max()) < 1e-4:
+            raise AudioError("the melody is silent")
+        rate = self.melody.sample_rate
+        if sample_rate != rate:
+            wav = torch.as_tensor(resample(wav.numpy(), int(sample_rate), rate), dtype=torch.float32)
+        window = self.stages["semantic"].config.window_seconds
+        needed = int(math.ceil(max(duration, window, self.melody.window_seconds) * rate))
+        loops = -(-needed // wav.shape[1])
+        wav = wav.repeat(1, loops)[:, :needed]
+        return self.melody.tokens(wav, rate).long().cpu()
+
     def generate_unconditional(self, num_samples: int = 1, duration: float = 10.0, *, seed: int = 0,
                                temperature: float | Sequence[float] | None = None,
                                top_k: int | Sequence[int] | None = None, top_p: float | Sequence[float] | None = None,
@@ -358,11 +442,13 @@ class MusicLM:
     def render_tokens(self, mulan: list[tuple[float, torch.Tensor]], duration: float, sampling: Sampling,
                       seed: int = 0, progress: ProgressCallback | None = None,
                       prompt: dict[str, torch.Tensor] | None = None,
-                      unconditional: bool = False) -> torch.Tensor:
+                      unconditional: bool = False, melody: torch.Tensor | None = None) -> torch.Tensor:
         """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages.
 
         ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it). A
         coarse stage trained without semantic conditioning (the paper's ablation) skips the semantic stage.
+        ``melody`` (``[B, windows, levels]`` melody tokens over the whole duration) conditions each semantic
+        window on the melody windows under it.
         """
         semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
         spaces = coarse_lm.config.tokens
@@ -387,9 +473,19 @@ class MusicLM:
         # stage 1: semantic tokens
         semantic_layout = semantic_lm.layout
 
+        melody_spaces = semantic_lm.config.tokens
+
+        def melody_at(start: int) -> torch.Tensor | None:
+            if melody is None:
+                return None
+            slots = melody_spaces.melody_slots
+            first = int(round(start / melody_spaces.semantic_rate / melody_spaces.melody_hop_seconds))
+            first = max(0, min(first, melody.shape[1] - slots))
+            return melody[:, first:first + slots]
+
         def semantic_condition(start: int, first_new: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             toks = tokens_at(first_new / spaces.semantic_rate)
-            cond = semantic_layout.condition(toks)
+            cond = semantic_layout.condition(toks, melody_at(start))
             return (_null(semantic_layout, cond), None) if unconditional else (cond, _null(semantic_layout, cond))
 
         use_semantic = coarse_lm.config.semantic_conditioning
@@ -446,6 +542,20 @@ class MusicLM:
         audio_emb = self.mulan.embed_audio(audio, self.sample_rate)
         text_emb = self.mulan.embed_text(list(texts))
         return (audio_emb * text_emb).sum(dim=-1)
+
+
+def _check_melody_model(melody, semantic: StageLM) -> None:
+    """The melody model must make the tokens the semantic stage was trained on."""
+    spaces = semantic.config.tokens
+    if not spaces.melody_levels:
+        return
+    if melody.num_quantizers != spaces.melody_levels or melody.codebook_size != spaces.melody_codebook:
+        raise GenerationError(f"the melody model's tokens ({melody.num_quantizers} x {melody.codebook_size}) do not "
+                              f"match the semantic stage's ({spaces.melody_levels} x {spaces.melody_codebook})")
+    expected = semantic.config.melody_fingerprint
+    if expected and melody.fingerprint() != expected:
+        raise GenerationError(f"the melody model ({melody.fingerprint()}) is not the one the semantic stage was "
+                              f"trained with ({expected})")
 
 
 def _null(layout, condition: torch.Tensor) -> torch.Tensor:

@@ -59,8 +59,33 @@ def _small_parts() -> tuple:
             semantic_training.tokenizer.num_clusters, semantic_training.tokenizer.layer)
 
 
-def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device = "cpu") -> MusicLM:
-    """A complete MusicLM with random weights at ``size`` ("tiny" or "small"), deterministic in ``seed``."""
+def _random_melody(size: str, generator: torch.Generator):
+    """A melody model (random weights, random quantiser: 3 x 8 tiny, 12 x 256 small)."""
+    from musiclm.config import preset
+    from musiclm.melody.api import MelodyModel
+    from musiclm.melody.config import EncoderConfig, FrontendConfig, MelodyConfig
+    from musiclm.melody.model import MelodyEmbedder
+    from musiclm.mulan.quantizer import EmbeddingQuantizer
+
+    if size == "tiny":
+        config = MelodyConfig(embed_dim=16, window_seconds=1.0, hop_seconds=0.6, min_seconds=0.25,
+                              frontend=FrontendConfig(n_fft=2048, min_midi=48, octaves=4),
+                              encoder=EncoderConfig(dim=32, layers=1, heads=2, ffn=64, patch_frames=5, dropout=0.0))
+        levels, codebook = 3, 8
+    else:
+        config, levels, codebook = preset("melody", "small").model, 12, 256
+    quantizer = EmbeddingQuantizer(levels, codebook, config.embed_dim)
+    with torch.no_grad():
+        books = torch.randn(quantizer.codebooks.shape, generator=generator)
+        scale = 0.5 ** torch.arange(levels, dtype=torch.float32)
+        quantizer.codebooks.copy_(torch.nn.functional.normalize(books, dim=-1) * scale[:, None, None])
+    return MelodyModel(MelodyEmbedder(config).eval(), quantizer)
+
+
+def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device = "cpu",
+                   melody: bool = False) -> MusicLM:
+    """A complete MusicLM with random weights at ``size`` ("tiny" or "small"), deterministic in ``seed``;
+    ``melody`` adds a melody model and a semantic stage that takes its tokens."""
     if size not in SIZES:
         raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     from musiclm.mulan.api import MuLan
@@ -83,6 +108,7 @@ def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device
                          semantic_clusters=clusters, acoustic_codebook=codec.codebook_size,
                          coarse_levels=codec.config.coarse_levels,
                          fine_levels=codec.num_quantizers - codec.config.coarse_levels)
+    melody_model = _random_melody(size, generator) if melody else None
     stages = {}
     for name in STAGE_NAMES:
         if size == "tiny":
@@ -93,5 +119,14 @@ def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device
         else:
             config = replace(stage_preset(name, "small").model, tokens=spaces,
                              transformer=TransformerConfig(**TRANSFORMER_PRESETS["small"]))
+        if name == "semantic" and melody_model is not None:
+            from musiclm.lm.recipe import melody_slots
+
+            slots = melody_slots(config.window_seconds, melody_model.window_seconds, melody_model.hop_seconds)
+            config = replace(config, tokens=replace(
+                spaces, melody_levels=melody_model.num_quantizers, melody_codebook=melody_model.codebook_size,
+                melody_slots=slots, melody_hop_seconds=melody_model.hop_seconds),
+                melody_fingerprint=melody_model.fingerprint())
         stages[name] = StageLM(config.resolved())
-    return MusicLM(mulan, codec, stages["semantic"], stages["coarse"], stages["fine"], tokenizer, device)
+    return MusicLM(mulan, codec, stages["semantic"], stages["coarse"], stages["fine"], tokenizer, device,
+                   melody_model)

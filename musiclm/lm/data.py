@@ -100,7 +100,7 @@ class StageDataset(Dataset):
         """The melody tokens of a semantic window (None: null tokens) when the stage takes melody and the store
         holds it; absent on a ``melody_dropout`` share of the windows so text-only generation keeps working."""
         spaces = self.config.tokens
-        if not spaces.melody_levels or not hasattr(self.clips, "melody"):
+        if not spaces.melody_levels or not getattr(self.clips, "has_melody", False):
             return None
         if rng.random() < self.config.melody_dropout:
             return None

@@ -8,6 +8,7 @@ fingerprint is recorded in the stage config and checked when the pipeline assemb
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -53,10 +54,31 @@ def store_fingerprint(info: dict[str, Any]) -> str:
     return "/".join(parts)
 
 
+def melody_slots(window_seconds: float, melody_window: float, melody_hop: float) -> int:
+    """Melody windows that fit in one semantic window (at least one): 3 for 10 s with 4 s windows, 3 s hop."""
+    return max(1, int(math.floor((window_seconds - melody_window) / melody_hop + 1e-9)) + 1)
+
+
 def configure_for_store(config: StageTrainingConfig, info: dict[str, Any]) -> StageTrainingConfig:
-    """``config`` with the token spaces and fingerprint of a store (fine levels kept as configured)."""
+    """``config`` with the token spaces and fingerprint of a store (fine levels kept as configured).
+
+    A semantic stage trained on a store that holds melody tokens takes them as conditioning (on the share of
+    windows ``melody_dropout`` leaves them in), as many melody windows as fit in its own window.
+    """
     spaces = token_spaces_of(info, fine_levels=config.model.tokens.fine_levels)
-    model = replace(config.model, tokens=spaces, store_fingerprint=store_fingerprint(info)).resolved()
+    melody = info.get("melody") or None
+    melody_print = ""
+    if config.model.stage == "semantic" and melody:
+        try:
+            hop, span = float(melody["hop_seconds"]), float(melody["window_seconds"])
+            spaces = replace(spaces, melody_levels=int(melody["num_quantizers"]),
+                             melody_codebook=int(melody["codebook_size"]), melody_hop_seconds=hop,
+                             melody_slots=melody_slots(config.model.window_seconds, span, hop))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageDataError(f"the token store's melody description lacks {exc}") from exc
+        melody_print = str(melody.get("fingerprint", ""))
+    model = replace(config.model, tokens=spaces, store_fingerprint=store_fingerprint(info),
+                    melody_fingerprint=melody_print).resolved()
     out = replace(config, model=model)
     out.validate()
     return out

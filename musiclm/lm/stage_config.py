@@ -43,6 +43,7 @@ class StageConfig:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     semantic_conditioning: bool = True  # coarse stage only: False = the ablation without semantic tokens
     store_fingerprint: str = ""  # the token store (codec + semantic tokenizer + MuLan) the stage was trained on
+    melody_fingerprint: str = ""  # semantic stage with melody conditioning: the melody model of its tokens
 
     def validate(self) -> None:
         if self.stage not in STAGES:

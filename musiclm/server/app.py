@@ -33,7 +33,14 @@ from musiclm import __version__
 from musiclm.errors import MusicLMError
 from musiclm.server.jobs import FINISHED, JobManager, QueueFull, ShuttingDown
 from musiclm.server.listening import ListeningError, ListeningStore
-from musiclm.server.requests import MELODY_METHOD, NO_MELODY, GenerateParams, Limits, RequestError, parse_generation
+from musiclm.server.requests import (
+    NO_MELODY,
+    GenerateParams,
+    Limits,
+    RequestError,
+    parse_generation,
+    takes_melody,
+)
 from musiclm.server.storage import ResultStore, UnknownResult
 
 log = logging.getLogger(__name__)
@@ -152,8 +159,8 @@ def create_app(model: Any, settings: ServerSettings) -> FastAPI:
     async def info() -> dict[str, Any]:
         return {"version": __version__, "model": getattr(model, "source", None),
                 "sample_rate": int(getattr(model, "sample_rate", 24_000)),
-                "melody": callable(getattr(model, MELODY_METHOD, None)),
-                "melody_note": None if callable(getattr(model, MELODY_METHOD, None)) else NO_MELODY,
+                "melody": takes_melody(model),
+                "melody_note": None if takes_melody(model) else NO_MELODY,
                 "limits": {"max_duration": limits.max_duration, "max_prompt_chars": limits.max_prompt_chars,
                            "max_upload_bytes": limits.max_upload_bytes,
                            "max_melody_seconds": limits.max_melody_seconds, "max_queue": settings.max_queue},

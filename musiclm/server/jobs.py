@@ -254,7 +254,7 @@ class JobManager:
         kwargs = {"seed": request.seed, "progress": progress, **request.sampling}
         if request.melody is not None:
             generate_with_melody = getattr(self.model, MELODY_METHOD)
-            return generate_with_melody(request.melody, SAMPLE_RATE, [request.prompt], request.duration, **kwargs)
+            return generate_with_melody([request.prompt], request.melody, SAMPLE_RATE, request.duration, **kwargs)
         if request.story is not None:
             return self.model.generate_story(request.story, request.duration, **kwargs)
         return self.model.generate([request.prompt], request.duration, **kwargs)

@@ -24,6 +24,11 @@ MELODY_METHOD = "generate_with_melody"
 NO_MELODY = "this model has no melody conditioning"
 
 
+def takes_melody(model: object) -> bool:
+    """True when ``model`` can follow a melody (it has the method and, if it says, supports it)."""
+    return callable(getattr(model, MELODY_METHOD, None)) and bool(getattr(model, "supports_melody", True))
+
+
 class RequestError(MusicLMError):
     """A request field is unusable: answered with ``status`` and a JSON body naming ``field``."""
 
@@ -143,7 +148,7 @@ def parse_generation(fields: Mapping[str, Any], model: Any, limits: Limits, melo
         request.melody_seconds = len(request.melody) / _rate()
         if story is not None:
             raise RequestError("melody", "melody conditioning takes a prompt, not a story")
-        if not callable(getattr(model, MELODY_METHOD, None)):
+        if not takes_melody(model):
             raise RequestError("melody", NO_MELODY)
     return request
 

@@ -1,4 +1,5 @@
-"""Tokenize corpora once: SoundStream codes, semantic tokens and MuLan tokens of every clip, in shards.
+"""Tokenize corpora once: SoundStream codes, semantic tokens and MuLan tokens of every clip (and, with a
+melody model, its melody tokens), in shards.
 
 The planned clips (every corpus's manifest in the order given, clips in manifest order, optionally only some
 splits) are cut into shards of ``shard_size``; shard ``i`` belongs to rank ``i % world_size``, so N processes
@@ -81,6 +82,11 @@ def codec_fingerprint(codec: Any) -> str:
     return _digest(to_dict(codec.config), _inference_state(codec.model))
 
 
+def melody_fingerprint(melody: Any) -> str:
+    """Hash of a :class:`~musiclm.melody.api.MelodyModel`'s config, weights and quantiser."""
+    return str(melody.fingerprint())
+
+
 def semantic_fingerprint(tokenizer: Any) -> str:
     """Hash of a :class:`~musiclm.semantic.tokenizer.SemanticTokenizer`'s config, weights and centroids."""
     config = to_dict(tokenizer.config)
@@ -92,11 +98,13 @@ def semantic_fingerprint(tokenizer: Any) -> str:
 
 @dataclass
 class TokenizerModels:
-    """The three models a store is made with: codec, semantic tokenizer and MuLan (with its quantiser)."""
+    """The models a store is made with: codec, semantic tokenizer and MuLan (with its quantiser), and
+    optionally the melody model (with its quantiser), whose tokens condition the semantic stage."""
 
     codec: Any  # musiclm.codec.api.Codec
     semantic: Any  # musiclm.semantic.tokenizer.SemanticTokenizer
     mulan: Any  # musiclm.mulan.api.MuLan
+    melody: Any = None  # musiclm.melody.api.MelodyModel or None
 
     def __post_init__(self) -> None:
         if self.mulan.quantizer is None:
@@ -104,31 +112,47 @@ class TokenizerModels:
                                 "fit-quantizer RUN` and export it again)")
         sizes = {"codec codebook": self.codec.codebook_size, "semantic clusters": self.semantic.num_clusters,
                  "MuLan codebook": self.mulan.codebook_size}
+        if self.melody is not None:
+            if self.melody.quantizer is None:
+                raise TokenizeError("the melody model has no fitted quantiser (run `musiclm melody fit-quantizer "
+                                    "RUN` and export it again)")
+            sizes["melody codebook"] = self.melody.codebook_size
         too_big = {k: v for k, v in sizes.items() if v > TOKEN_LIMIT}
         if too_big:
             raise TokenizeError(f"vocabularies must fit int16 (<= {TOKEN_LIMIT}): {too_big}")
 
     @classmethod
     def load(cls, codec: str | os.PathLike[str], semantic: str | os.PathLike[str],
-             mulan: str | os.PathLike[str], device: str | torch.device = "cpu") -> TokenizerModels:
-        """Load the three model folders (made by ``musiclm codec|semantic|mulan export``)."""
+             mulan: str | os.PathLike[str], device: str | torch.device = "cpu",
+             melody: str | os.PathLike[str] | None = None) -> TokenizerModels:
+        """Load the model folders (made by ``musiclm codec|semantic|mulan|melody export``)."""
         from musiclm.codec.api import Codec
         from musiclm.mulan.api import MuLan
         from musiclm.semantic.tokenizer import SemanticTokenizer
 
-        for name, folder, flag in (("codec", codec, "--codec"), ("semantic tokenizer", semantic, "--semantic"),
-                                   ("MuLan", mulan, "--mulan")):
+        folders = [("codec", codec, "--codec"), ("semantic tokenizer", semantic, "--semantic"),
+                   ("MuLan", mulan, "--mulan")]
+        if melody is not None:
+            folders.append(("melody", melody, "--melody"))
+        for name, folder, flag in folders:
             if not Path(folder).exists():
                 raise TokenizeError(f"no {name} model at {folder}; pass {flag} DIR (made by `musiclm "
                                     f"{flag[2:]} export`)")
+        melody_model = None
+        if melody is not None:
+            from musiclm.melody.api import MelodyModel
+
+            melody_model = MelodyModel.from_pretrained(melody, device=device)
         return cls(Codec.from_pretrained(codec, device=device),
                    SemanticTokenizer.from_pretrained(semantic, device=device),
-                   MuLan.from_pretrained(mulan, device=device))
+                   MuLan.from_pretrained(mulan, device=device), melody_model)
 
     def to(self, device: str | torch.device) -> TokenizerModels:
         self.codec.to(device)
         self.semantic.to(device)
         self.mulan.to(device)
+        if self.melody is not None:
+            self.melody.to(device)
         return self
 
     @property
@@ -139,7 +163,7 @@ class TokenizerModels:
         """What ``store.json`` records of each model (a store never mixes tokens of two models)."""
         codec, sem, mulan = self.codec, self.semantic, self.mulan
         sem_config = to_dict(sem.config)
-        return {
+        out: dict[str, dict[str, Any] | None] = {
             "codec": {"fingerprint": codec_fingerprint(codec), "sample_rate": codec.sample_rate,
                       "frame_rate": codec.frame_rate, "hop_length": codec.hop_length, "levels": codec.num_quantizers,
                       "coarse_levels": codec.config.coarse_levels, "codebook_size": codec.codebook_size,
@@ -150,7 +174,15 @@ class TokenizerModels:
             "mulan": {"fingerprint": mulan.fingerprint(), "sample_rate": mulan.sample_rate,
                       "embed_dim": mulan.embed_dim, "num_quantizers": mulan.num_quantizers,
                       "codebook_size": mulan.codebook_size, "source": mulan.source, "config": to_dict(mulan.config)},
+            "melody": None,
         }
+        if self.melody is not None:
+            m = self.melody
+            out["melody"] = {"fingerprint": melody_fingerprint(m), "sample_rate": m.sample_rate,
+                             "num_quantizers": m.num_quantizers, "codebook_size": m.codebook_size,
+                             "window_seconds": m.window_seconds, "hop_seconds": m.hop_seconds,
+                             "source": getattr(m, "source", None), "config": to_dict(m.config)}
+        return out  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -247,13 +279,13 @@ def store_info(plan: Plan, models: TokenizerModels) -> StoreInfo:
     return StoreInfo(corpora=plan.corpora, splits=plan.splits, shard_size=plan.shard_size,
                      num_shards=plan.num_shards, num_clips=len(plan.clips), layout=plan.layout(),
                      sample_rate=models.sample_rate, codec=ident["codec"], semantic=ident["semantic"],
-                     mulan=ident["mulan"], musiclm_version=__version__)
+                     mulan=ident["mulan"], melody=ident["melody"], musiclm_version=__version__)
 
 
 def _differences(old: StoreInfo, new: StoreInfo) -> list[str]:
     out = []
-    for model in ("codec", "semantic", "mulan"):
-        a, b = getattr(old, model)["fingerprint"], getattr(new, model)["fingerprint"]
+    for model in ("codec", "semantic", "mulan", "melody"):
+        a, b = ((getattr(info, model) or {}).get("fingerprint", "none") for info in (old, new))
         if a != b:
             out.append(f"the {model} model differs (store: {a}, this run: {b})")
     if old.layout != new.layout or old.shard_size != new.shard_size:
@@ -297,6 +329,7 @@ class ClipResult:
     mulan_tokens: np.ndarray  # int16 [Q]
     mulan_embedding: np.ndarray  # float16 [D]
     samples: int
+    melody: np.ndarray | None = None  # int16 [windows, L] with a melody model
 
 
 def _reason(exc: BaseException) -> str:
@@ -340,8 +373,12 @@ def tokenize_batch(models: TokenizerModels, wavs: np.ndarray) -> list[ClipResult
     embedding = models.mulan.embed_audio(wavs, rate)
     tokens = models.mulan.tokens(embedding).cpu().numpy()
     embedding = embedding.cpu().numpy()
+    melody = None
+    if models.melody is not None:
+        melody = models.melody.tokens(torch.as_tensor(wavs), rate).cpu().numpy()
     return [ClipResult(codes[i].astype(TOKEN_DTYPE), semantic[i].astype(TOKEN_DTYPE), tokens[i].astype(TOKEN_DTYPE),
-                       embedding[i].astype(np.float16), int(wavs.shape[1])) for i in range(wavs.shape[0])]
+                       embedding[i].astype(np.float16), int(wavs.shape[1]),
+                       None if melody is None else melody[i].astype(TOKEN_DTYPE)) for i in range(wavs.shape[0])]
 
 
 def _tokenize_group(models: TokenizerModels, wavs: list[np.ndarray]) -> list[ClipResult | str]:
@@ -427,6 +464,14 @@ def shard_arrays(clips: Sequence[PlannedClip], results: Sequence[ClipResult | st
                             else np.zeros((0, info.embed_dim), dtype=np.float16)),
         "store_key": np.array(info.key),
     }
+    if info.melody:
+        melody = [r.melody for _, r in kept]
+        if any(m is None for m in melody):
+            raise TokenizeError("the store takes melody tokens but a clip has none (tokenize with its melody model)")
+        arrays["melody"] = (np.concatenate(melody) if kept  # type: ignore[arg-type]
+                            else np.zeros((0, info.melody_levels), dtype=TOKEN_DTYPE))
+        lengths = [m.shape[0] for m in melody]  # type: ignore[union-attr]
+        arrays["melody_offsets"] = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
     return arrays, skipped
 
 
@@ -537,7 +582,7 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
                 "audio_seconds": round(seconds, 3), "elapsed_seconds": round(elapsed, 3), "rank": rank,
                 "world_size": world_size, "device": str(models.codec.device), "threads": torch.get_num_threads(),
                 "batch": batch,
-            })
+            }, fields=info.array_fields)
             report.shards_written += 1
             report.clips_tokenized += kept
             report.clips_skipped += len(skipped)
@@ -592,5 +637,6 @@ def store_status(folder: str | os.PathLike[str]) -> dict[str, Any]:
         "codec": model(info.codec, ("frame_rate", "levels", "coarse_levels", "codebook_size")),
         "semantic": model(info.semantic, ("token_rate", "num_clusters", "layer")),
         "mulan": model(info.mulan, ("embed_dim", "num_quantizers", "codebook_size")),
+        "melody": model(info.melody, ("num_quantizers", "codebook_size", "hop_seconds")) if info.melody else None,
         "skipped": skipped,
     }

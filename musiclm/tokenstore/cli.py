@@ -2,7 +2,8 @@
 
 Picked up by :func:`musiclm.cli._extensions`; torch-heavy modules are imported inside the handlers.
 
-* ``musiclm tokenize --corpus C [--corpus C2] --out TOKENS [--codec D --semantic D --mulan D] [--splits ...]
+* ``musiclm tokenize --corpus C [--corpus C2] --out TOKENS [--codec D --semantic D --mulan D] [--melody D]
+  [--splits ...]
   [--shard-size 256] [--batch B] [--rank R --world-size W] [--threads N] [--device ...] [--no-progress] [--json]``
 * ``musiclm tokenize info TOKENS [--json]``
 
@@ -62,7 +63,14 @@ def _cmd_build(args: argparse.Namespace) -> None:
     set_threads(args)
     folders = model_folders(args)
     device = _device(args)
-    models = TokenizerModels.load(folders["codec"], folders["semantic"], folders["mulan"], device=device)
+    melody = None
+    if args.melody:
+        melody = default_model_dir("melody") if args.melody == "default" else Path(args.melody)
+        if not melody.exists():
+            raise TokenizeUsageError(f"no melody model at {melody}; pass --melody DIR (made by `musiclm melody "
+                                     f"export`) or --melody default for the bundled one")
+    models = TokenizerModels.load(folders["codec"], folders["semantic"], folders["mulan"], device=device,
+                                  melody=melody)
     report = build_store(args.corpus, args.out, models, splits=args.splits, shard_size=args.shard_size,
                          batch=args.batch, rank=args.rank, world_size=args.world_size,
                          progress=not args.no_progress, max_skip_fraction=args.max_skip_fraction)
@@ -106,6 +114,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
               f"(layer {sem['layer']})",
               f"mulan    {mulan['fingerprint']}: {mulan['num_quantizers']} tokens x {mulan['codebook_size']}, "
               f"{mulan['embed_dim']}-d embedding"]
+    if status.get("melody"):
+        mel = status["melody"]
+        lines.append(f"melody   {mel['fingerprint']}: {mel['num_quantizers']} tokens x {mel['codebook_size']} per "
+                     f"window, every {mel['hop_seconds']} s")
     lines += [f"  skipped {s['id']} ({s['corpus']}): {s['reason']}" for s in status["skipped"][:10]]
     print("\n".join(lines))
 
@@ -124,6 +136,8 @@ def register(subparsers: Any) -> None:
     for component, flag, label in COMPONENTS:
         tok.add_argument(flag, dest=component, metavar="DIR",
                          help=f"{label} model folder (default: ${model_env(component)} or the bundled one)")
+    tok.add_argument("--melody", metavar="DIR", help="also store melody tokens (for a semantic stage with melody "
+                     "conditioning) made by this melody model folder ('default': $MUSICLM_MELODY or the bundled one)")
     tok.add_argument("--splits", help="comma-separated splits to tokenize (default: train,valid,test)")
     tok.add_argument("--shard-size", type=int, default=256, help="clips per shard (default 256)")
     tok.add_argument("--batch", type=int, help="clips of equal length per model call (default: 8 on a GPU, 1 on "

@@ -19,6 +19,9 @@ array              dtype, shape                     meaning
 ``semantic_offsets`` int64 ``[n + 1]``              clip ``i`` owns ``semantic[off[i]:off[i+1]]``
 ``mulan_tokens``   int16 ``[n, Q]``                 RVQ tokens of the clip's MuLan audio embedding
 ``mulan_embedding`` float16 ``[n, D]``              the MuLan audio embedding itself (unit norm)
+``melody``         int16 ``[sum windows, L]``       melody tokens (one row per 4 s window, 3 s hop), clips
+                                                    concatenated; only in stores made with a melody model
+``melody_offsets`` int64 ``[n + 1]``                clip ``i`` owns ``melody[off[i]:off[i+1]]`` (with ``melody``)
 ``store_key``      str ``[]``                       ties the shard to its ``store.json`` (layout and models)
 ``report``         str ``[]``                       JSON: clips planned, kept and skipped (with reasons)
 =================  ===============================  ==========================================================
@@ -50,6 +53,7 @@ SHARDS_DIR = "shards"
 STRING_FIELDS = ("ids", "splits", "corpora", "sources", "captions")
 ARRAY_FIELDS = (*STRING_FIELDS, "seconds", "codes", "code_offsets", "semantic", "semantic_offsets", "mulan_tokens",
                 "mulan_embedding", "store_key", "report")
+MELODY_FIELDS = ("melody", "melody_offsets")  # present when the store was made with a melody model
 TOKEN_DTYPE = np.int16
 TOKEN_LIMIT = int(np.iinfo(TOKEN_DTYPE).max) + 1  # vocabularies must fit int16
 
@@ -74,6 +78,7 @@ class StoreInfo:
     semantic: dict[str, Any]  # fingerprint, token_rate, num_clusters, layer, config
     mulan: dict[str, Any]  # fingerprint, embed_dim, num_quantizers, codebook_size, config
     musiclm_version: str = ""
+    melody: dict[str, Any] | None = None  # fingerprint, num_quantizers, codebook_size, hop/window seconds, config
     format: str = FORMAT
     version: int = FORMAT_VERSION
     key: str = field(default="")
@@ -86,6 +91,8 @@ class StoreInfo:
         """A hash of what makes two stores interchangeable: the layout, the shard size and the model weights."""
         parts = [self.layout, str(self.shard_size), self.codec["fingerprint"], self.semantic["fingerprint"],
                  self.mulan["fingerprint"]]
+        if self.melody:
+            parts.append(self.melody["fingerprint"])
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     # facts the stage trainers need
@@ -125,6 +132,20 @@ class StoreInfo:
     def embed_dim(self) -> int:
         return int(self.mulan["embed_dim"])
 
+    @property
+    def melody_levels(self) -> int:
+        """Melody tokens per melody window (0: the store holds no melody tokens)."""
+        return int(self.melody["num_quantizers"]) if self.melody else 0
+
+    @property
+    def melody_codebook_size(self) -> int:
+        return int(self.melody["codebook_size"]) if self.melody else 0
+
+    @property
+    def array_fields(self) -> tuple[str, ...]:
+        """The arrays every shard of this store holds."""
+        return (*ARRAY_FIELDS, *MELODY_FIELDS) if self.melody else ARRAY_FIELDS
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -136,7 +157,7 @@ class StoreInfo:
             raise TokenStoreError(f"{where}: token store format version {data.get('version')} is not supported "
                                   f"(this musiclm reads version {FORMAT_VERSION}); tokenize again")
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(n for n in names if n not in data and n not in ("musiclm_version", "key"))
+        missing = sorted(n for n in names if n not in data and n not in ("musiclm_version", "key", "melody"))
         if missing:
             raise TokenStoreError(f"{where}: missing fields {missing}")
         info = cls(**{k: v for k, v in data.items() if k in names})
@@ -185,7 +206,7 @@ def string_array(values: Sequence[str]) -> np.ndarray:
 
 
 def write_shard(folder: str | os.PathLike[str], index: int, arrays: dict[str, np.ndarray],
-                report: dict[str, Any]) -> Path:
+                report: dict[str, Any], fields: Sequence[str] = ARRAY_FIELDS) -> Path:
     """Write shard ``index`` (the ``.npz``, then its ``.json`` report), each atomically.
 
     The ``.npz`` is the completion mark: it carries the report too, so a kill between the two files loses
@@ -195,7 +216,7 @@ def write_shard(folder: str | os.PathLike[str], index: int, arrays: dict[str, np
     report_text = json.dumps(report, sort_keys=True)
     payload = dict(arrays)
     payload["report"] = np.array(report_text)
-    missing = [k for k in ARRAY_FIELDS if k not in payload]
+    missing = [k for k in fields if k not in payload]
     if missing:
         raise ValueError(f"shard arrays lack {missing}")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -229,13 +250,14 @@ def read_shard(path: str | os.PathLike[str], info: StoreInfo, small_only: bool =
     ``small_only`` leaves out ``codes`` and ``semantic`` (but checks the offsets against their shapes).
     """
     path = Path(path)
+    fields = info.array_fields
     with _open_npz(path) as npz:
         names = set(npz.files)
-        missing = [k for k in ARRAY_FIELDS if k not in names]
+        missing = [k for k in fields if k not in names]
         if missing:
             raise TokenStoreError(f"{path}: corrupt shard (missing {missing}); delete it and run "
                                   f"`musiclm tokenize` again to remake it")
-        keys = [k for k in ARRAY_FIELDS if not (small_only and k in ("codes", "semantic"))]
+        keys = [k for k in fields if not (small_only and k in ("codes", "semantic"))]
         out = {k: _read(npz, path, k) for k in keys}
         if small_only:
             out["_codes_shape"] = np.array(_member_shape(npz, path, "codes"))
@@ -285,6 +307,14 @@ def _validate_shard(a: dict[str, np.ndarray], path: Path, info: StoreInfo) -> No
     if a["mulan_embedding"].shape != (n, info.embed_dim) or a["mulan_embedding"].dtype != np.float16:
         raise bad(f"mulan_embedding must be float16 [{n}, {info.embed_dim}]")
     checks = [("mulan_tokens", info.mulan_codebook_size)]
+    if info.melody:
+        melody, offsets = a["melody"], a["melody_offsets"]
+        if melody.ndim != 2 or melody.shape[1] != info.melody_levels:
+            raise bad(f"melody must be [windows, {info.melody_levels}], got {melody.shape}")
+        if (offsets.shape != (n + 1,) or offsets.dtype.kind not in "iu" or int(offsets[0]) != 0
+                or bool(np.any(np.diff(offsets) < 0)) or int(offsets[-1]) != melody.shape[0]):
+            raise bad("melody_offsets do not fit the melody array")
+        checks.append(("melody", info.melody_codebook_size))
     if "codes" in a:
         checks.append(("codes", info.codebook_size))
     if "semantic" in a:
@@ -348,6 +378,7 @@ class ClipTokens:
     semantic: np.ndarray  # int16 [tokens] at 25 Hz
     mulan_tokens: np.ndarray  # int16 [Q]
     mulan_embedding: np.ndarray  # float16 [D]
+    melody: np.ndarray | None = None  # int16 [windows, L] when the store holds melody tokens
 
 
 class _Columns:
@@ -384,7 +415,20 @@ class _Columns:
         self.seconds = cat("seconds", np.zeros(0))
         self.mulan_tokens = cat("mulan_tokens", np.zeros((0, q), dtype=TOKEN_DTYPE))
         self.mulan_embedding = cat("mulan_embedding", np.zeros((0, d), dtype=np.float16))
+        self.melody: np.ndarray | None = None
+        self.melody_offsets: np.ndarray | None = None
+        if info.melody:
+            self.melody = cat("melody", np.zeros((0, info.melody_levels), dtype=TOKEN_DTYPE))
+            self.melody_offsets = np.zeros(n + 1, dtype=np.int64)
+            row = melody_at = 0
+            for part in parts:
+                rows = part["ids"].shape[0]
+                self.melody_offsets[row + 1 : row + rows + 1] = part["melody_offsets"][1:] + melody_at
+                melody_at += int(part["melody_offsets"][-1])
+                row += rows
         for value in vars(self).values():
+            if value is None:
+                continue
             value.flags.writeable = False
 
 
@@ -487,6 +531,18 @@ class TokenStore:
         """The clip's MuLan audio embedding ``[D]`` (float16)."""
         return self._c.mulan_embedding[self._row(i)]
 
+    @property
+    def has_melody(self) -> bool:
+        """True when the store was made with a melody model (:meth:`melody` works)."""
+        return self._c.melody is not None
+
+    def melody(self, i: int) -> np.ndarray:
+        """Melody tokens ``[windows, levels]`` (int16; one row per melody-model window)."""
+        if self._c.melody is None or self._c.melody_offsets is None:
+            raise TokenStoreError(f"{self.folder}: this store holds no melody tokens (tokenize with --melody DIR)")
+        r = self._row(i)
+        return self._c.melody[self._c.melody_offsets[r] : self._c.melody_offsets[r + 1]]
+
     def caption(self, i: int) -> str:
         return str(self._c.captions[self._row(i)])
 
@@ -504,7 +560,8 @@ class TokenStore:
         return ClipTokens(id=str(self._c.ids[r]), split=str(self._c.splits[r]), corpus=str(self._c.corpora[r]),
                           source=str(self._c.sources[r]), caption=str(self._c.captions[r]),
                           seconds=float(self._c.seconds[r]), codes=self.codes(i), semantic=self.semantic(i),
-                          mulan_tokens=self.mulan_tokens(i), mulan_embedding=self.mulan_embedding(i))
+                          mulan_tokens=self.mulan_tokens(i), mulan_embedding=self.mulan_embedding(i),
+                          melody=self.melody(i) if self.has_melody else None)
 
     # ----------------------------------------------------------------------------------------- totals
     def code_lengths(self) -> np.ndarray:

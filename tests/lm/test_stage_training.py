@@ -160,6 +160,8 @@ class ClipsWithMelody:
         self.mul = [rng.integers(0, 4, 2) for _ in range(count)]
         self.mel = [rng.integers(0, 4, (3, 2)) for _ in range(count)]
 
+    has_melody = True
+
     def __len__(self) -> int:
         return len(self.sem)
 

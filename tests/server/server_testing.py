@@ -60,7 +60,9 @@ class MelodyModel:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
-    def generate_with_melody(self, melody: np.ndarray, rate: int, texts: list[str], duration: float,
+    supports_melody = True
+
+    def generate_with_melody(self, texts: list[str], melody: np.ndarray, rate: int, duration: float,
                              **kwargs: Any) -> Any:
         self.calls.append({"melody": melody, "rate": rate, "texts": texts, "duration": duration})
         return self.model.generate(texts, duration, **kwargs)
