@@ -165,7 +165,8 @@ def _extensions() -> list[Callable[[Any], None]]:
     registers = []
     for module_name in ("musiclm.generate_cli", "musiclm.data.cli", "musiclm.codec.cli", "musiclm.mulan.cli",
                         "musiclm.semantic.cli", "musiclm.tokenstore.cli", "musiclm.lm.cli", "musiclm.eval.tagger_cli",
-                        "musiclm.server.cli", "musiclm.eval.cli", "musiclm.melody.cli"):
+                        "musiclm.server.cli", "musiclm.eval.cli", "musiclm.eval.generation_checks_cli",
+                        "musiclm.melody.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -1,0 +1,243 @@
+"""The attribute-pair and melody-following checks on tiny random models, fake models and a tiny melody corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import musiclm.cli as cli
+from musiclm.audio import save_audio
+from musiclm.data.manifest import ClipRecord, write_manifest
+from musiclm.eval import generation_checks_cli
+from musiclm.eval.generation_checks import (
+    STYLE_PROMPTS,
+    GenerationCheckError,
+    MelodyCorpusError,
+    MelodyUnsupportedError,
+    loop_to,
+    melody_queries,
+    run_attribute_pairs,
+    run_melody_generation,
+)
+from musiclm.eval.prompt_pairs import PAIRS
+
+SR = 24_000
+SECONDS = 2.0
+SCALE = (0, 2, 4, 5, 7, 9, 11)
+
+pytestmark = pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")  # 1-s clips in librosa
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """``run_cli(argv) -> (code, stdout, stderr)`` through ``musiclm.cli.main``, registering the commands first
+    when musiclm/cli.py does not list this module yet."""
+    original = cli._extensions
+    if not any(r.__module__ == generation_checks_cli.__name__ for r in original()):
+        monkeypatch.setattr(cli, "_extensions", lambda: [*original(), generation_checks_cli.register])
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli.main(argv)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------ melody corpus
+def render(notes: list[int], harmonics: tuple[float, ...], seconds: float = SECONDS) -> np.ndarray:
+    """Notes of equal length as decaying harmonic tones (the timbre is the harmonics)."""
+    note = int(seconds * SR / len(notes))
+    t = np.arange(note) / SR
+    out = []
+    for midi in notes:
+        f0 = 440.0 * 2 ** ((midi - 69) / 12)
+        tone = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t) for k, a in enumerate(harmonics))
+        out.append(tone * np.minimum(1.0, t / 0.01) * np.exp(-2.0 * t))
+    wav = np.concatenate(out)
+    return (0.4 * wav / np.abs(wav).max()).astype(np.float32)
+
+
+def write_melody_corpus(folder: Path, melodies: int = 4, seed: int = 0) -> Path:
+    """``melodies`` test melodies (one group each) plus one train melody, two versions each: version 0 an
+    "arranged" one with a piano lead (program 0), version 1 a bare flute (program 73, hum-like)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for g in range(melodies + 1):
+        notes = [60 + SCALE[int(rng.integers(7))] for _ in range(8)]
+        melody = f"g{g:02d}-a"
+        split = "train" if g == melodies else "test"
+        for version, (kind, program, harmonics) in enumerate([("arranged", 0, (1.0, 0.6, 0.4, 0.2)),
+                                                              ("bare", 73, (1.0, 0.1))]):
+            clip = f"{melody}-v{version}"
+            save_audio(folder / "audio" / f"{clip}.flac", render(notes, harmonics), SR)
+            labels = {"melody_id": melody, "group_id": f"g{g:02d}", "version": version, "kind": kind,
+                      "lead_program": program, "twin": None, "hard_negative": False}
+            records.append(ClipRecord(id=clip, path=f"audio/{clip}.flac", seconds=SECONDS, sample_rate=SR,
+                                      split=split, source="melody-pairs", piece_id=f"g{g:02d}", labels=labels))
+    write_manifest(folder, records)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def melody_corpus(tmp_path_factory) -> Path:
+    return write_melody_corpus(tmp_path_factory.mktemp("melody-corpus"))
+
+
+@pytest.fixture(scope="module")
+def melody_model_dir(tmp_path_factory) -> Path:
+    from musiclm.random_model import random_musiclm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return random_musiclm("tiny", melody=True).save(tmp_path_factory.mktemp("melody-musiclm"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+class FakeModel:
+    """Generates noise from text and the looped melody itself with a melody: a perfect melody follower."""
+
+    sample_rate = SR
+    supports_melody = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int, int]] = []
+
+    @staticmethod
+    def check_duration(duration: float) -> float:
+        return float(duration)
+
+    def generate(self, texts, duration, *, seed=0, num_samples=1):
+        self.calls.append(("text", len(texts), seed, num_samples))
+        rng = np.random.default_rng([seed, 7])
+        wav = rng.standard_normal((len(texts) * num_samples, int(duration * SR))).astype(np.float32) * 0.1
+        return torch.from_numpy(wav), SR
+
+    def generate_with_melody(self, texts, melody, sr, duration, *, seed=0):
+        self.calls.append(("melody", len(texts), seed, 1))
+        rows = np.atleast_2d(melody)
+        assert sr == SR and rows.shape[0] == len(texts)
+        return torch.from_numpy(np.stack([loop_to(r, int(duration * SR)) for r in rows])), SR
+
+
+# --------------------------------------------------------------------------------------------- pairs
+def test_pairs_command_writes_json_markdown_and_plot(run_cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "pairs"
+    code, stdout, stderr = run_cli(["eval-pairs", "--model", str(tiny_model_dir), "--seeds", "2", "--duration", "1",
+                                    "--out", str(out), "--threads", "1", "--no-progress", "--json"])
+    assert code == 0, stderr
+    headline = json.loads(stdout)
+    assert headline["total"] == 4 and set(headline["pairs"]) == {p.name for p in PAIRS}
+    report = json.loads((out / "pairs.json").read_text())
+    assert report["total"] == 4 and report["seeds"] == [0, 1] and report["duration"] == 1.0
+    assert [p["name"] for p in report["pairs"]] == [p.name for p in PAIRS]
+    for pair in report["pairs"]:
+        assert len(pair["high_values"]) == 2 and len(pair["low_values"]) == 2
+        assert all(np.isfinite(pair["high_values"] + pair["low_values"]))
+        assert 0.0 <= pair["p_value"] <= 1.0
+    assert report["passed"] == sum(p["passed"] for p in report["pairs"])
+    markdown = (out / "pairs.md").read_text()
+    assert "| pair | measure |" in markdown and "musiclm eval-pairs --model" in markdown and "--seeds 2" in markdown
+    assert (out / "pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_batched_seeds_make_one_call_per_group_and_one_sample_per_seed():
+    model = FakeModel()
+    result = run_attribute_pairs(model, seeds=[3, 4, 5], duration=1.0, batch_seeds=2)
+    assert [c[2:] for c in model.calls] == [(3, 2), (5, 1)]  # seeds 3+4 in one call, then 5
+    assert all(c[1] == 2 * len(PAIRS) for c in model.calls)
+    assert result["seeds"] == [3, 4, 5] and result["total"] == 4
+    loudness = next(p for p in result["pairs"] if p["name"] == "energy")["high_values"]
+    assert len(loudness) == 3 and len(set(np.round(loudness, 6))) >= 2  # different samples, not one copied
+
+
+def test_pairs_reject_bad_settings():
+    with pytest.raises(GenerationCheckError, match=r"distinct|differ"):
+        run_attribute_pairs(FakeModel(), seeds=[1, 1], duration=1.0)
+    with pytest.raises(GenerationCheckError, match="batch_seeds"):
+        run_attribute_pairs(FakeModel(), seeds=[1], duration=1.0, batch_seeds=0)
+
+
+# ------------------------------------------------------------------------------------------- melodies
+def test_queries_are_distinct_held_out_melodies_with_hum_like_versions(melody_corpus):
+    queries = melody_queries(melody_corpus, 4, rng=np.random.default_rng(1))
+    assert len({q.melody_id for q in queries}) == 4
+    assert all(q.melody_id != "g04-a" for q in queries)  # the train melody is not held out
+    assert all(q.path.name.endswith("-v1.flac") and q.path.exists() for q in queries)  # the bare flute version
+    assert [q.prompt for q in queries] == list(STYLE_PROMPTS[:4])
+    assert all(q.unrelated_id != q.melody_id and q.unrelated_id != "g04-a" for q in queries)
+    again = melody_queries(melody_corpus, 4, rng=np.random.default_rng(1))
+    assert again == queries
+    with pytest.raises(GenerationCheckError, match="holds 4 melodies"):
+        melody_queries(melody_corpus, 5, rng=np.random.default_rng(0))
+
+
+def test_a_perfect_melody_follower_scores_near_one_and_beats_text_only(melody_corpus):
+    model = FakeModel()
+    queries = melody_queries(melody_corpus, 4, rng=np.random.default_rng(0))
+    result = run_melody_generation(model, queries, duration=3.0, seeds=(0, 1), batch=3)
+    assert len(result["rows"]) == 8
+    assert sum(c[1] for c in model.calls if c[0] == "melody") == 8  # every query, every seed, batched 3 + 1
+    assert result["with_melody"]["mean"] > 0.95  # the looped melody itself, aligned with the looped reference
+    assert result["text_only"]["mean"] < 0.5 and result["ratio"] > 2.0
+    assert result["wilcoxon_p"] < 0.01
+    assert result["unrelated"]["n"] == 4 and result["unrelated"]["mean"] < result["with_melody"]["mean"]
+
+
+def test_melody_command_on_a_tiny_melody_model(run_cli, melody_model_dir, melody_corpus, tmp_path):
+    out = tmp_path / "melody"
+    code, stdout, stderr = run_cli(["eval-melody", "--model", str(melody_model_dir), "--melodies", str(melody_corpus),
+                                    "--n", "3", "--duration", "1", "--batch", "2", "--out", str(out),
+                                    "--threads", "1", "--no-progress", "--json"])
+    assert code == 0, stderr
+    headline = json.loads(stdout)
+    report = json.loads((out / "melody.json").read_text())
+    assert len(report["rows"]) == 3 and len({r["melody_id"] for r in report["rows"]}) == 3
+    for row in report["rows"]:
+        assert 0.0 <= row["with_melody"] <= 1.0 and 0.0 <= row["text_only"] <= 1.0 and 0.0 <= row["unrelated"] <= 1.0
+    assert headline["ratio"] is None or headline["ratio"] >= 0.0
+    assert 0.0 <= report["wilcoxon_p"] <= 1.0
+    markdown = (out / "melody.md").read_text()
+    assert "| with melody |" in markdown and "| unrelated melody (chance level) |" in markdown
+    assert "musiclm eval-melody --model" in markdown and "Ratio with / without melody" in markdown
+
+
+def test_model_without_melody_gives_a_clear_error(run_cli, tiny_musiclm, tiny_model_dir, melody_corpus, tmp_path):
+    queries = melody_queries(melody_corpus, 1, rng=np.random.default_rng(0))
+    with pytest.raises(MelodyUnsupportedError, match="no melody conditioning"):
+        run_melody_generation(tiny_musiclm, queries, duration=1.0)
+    code, _, stderr = run_cli(["eval-melody", "--model", str(tiny_model_dir), "--melodies", str(melody_corpus),
+                               "--n", "1", "--duration", "1", "--out", str(tmp_path / "x"), "--no-progress"])
+    assert code == 1 and "no melody conditioning" in stderr
+
+
+def test_folders_that_are_not_melody_corpora_give_clear_errors(run_cli, melody_model_dir, tmp_path):
+    with pytest.raises(MelodyCorpusError, match="no such folder"):
+        melody_queries(tmp_path / "missing", 2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MelodyCorpusError, match=r"no manifest\.jsonl"):
+        melody_queries(tmp_path / "empty", 2)
+    plain = tmp_path / "plain"
+    save_audio(plain / "a.flac", render([60, 62, 64, 65], (1.0,)), SR)
+    write_manifest(plain, [ClipRecord(id="a", path="a.flac", seconds=SECONDS, sample_rate=SR, split="test",
+                                      source="synth", labels={"genre": "folk"})])
+    with pytest.raises(MelodyCorpusError, match="not a usable melody-pairs corpus"):
+        melody_queries(plain, 1)
+    code, _, stderr = run_cli(["eval-melody", "--model", str(melody_model_dir), "--melodies", str(plain), "--n", "1",
+                               "--out", str(tmp_path / "y"), "--no-progress"])
+    assert code == 1 and "melody-pairs corpus" in stderr
