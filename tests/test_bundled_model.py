@@ -24,3 +24,19 @@ def test_bundled_model_makes_music_of_the_requested_length():
     rms = float(audio.pow(2).mean().sqrt())
     assert rms > 1e-3  # not silent
     assert float(audio.abs().max()) <= 1.0 + 1e-3
+
+
+@pytest.mark.skipif(not BUNDLED, reason="no bundled model in musiclm/pretrained/ yet (see docs/MODEL_CARD.md)")
+def test_bundled_model_takes_a_melody():
+    import numpy as np
+
+    torch.set_num_threads(1)
+    model = MusicLM.from_pretrained()
+    assert model.supports_melody
+    sr = 16_000
+    t = np.arange(int(sr * 0.4)) / sr
+    notes = [np.sin(2 * np.pi * f * t) * np.hanning(len(t)) for f in (262, 294, 330, 349, 392)]
+    hum = (0.3 * np.concatenate(notes)).astype(np.float32)  # 2 s, looped by the model
+    audio, rate = model.generate_with_melody(["a calm piano piece"], hum, sr, duration=3.0, seed=0)
+    assert rate == 24_000 and audio.shape == (1, 72_000)
+    assert bool(torch.isfinite(audio).all()) and float(audio.pow(2).mean().sqrt()) > 1e-3
