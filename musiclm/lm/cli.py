@@ -75,7 +75,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     import numpy as np
 
     from musiclm.lm.data import StageDataset, collate_sequences
-    from musiclm.lm.recipe import evaluate_stage, open_store, store_fingerprint, store_info_dict
+    from musiclm.lm.recipe import evaluate_stage, open_store, store_fingerprint, store_info_dict, target_bounds
     from musiclm.lm.stage import StageLM
 
     set_threads(args)
@@ -90,7 +90,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     picks = np.random.default_rng(args.seed).permutation(len(dataset))[: args.windows]
     items = [dataset[int(i)] for i in picks]
     batches = [collate_sequences(items[i:i + args.batch]) for i in range(0, len(items), args.batch)]
-    metrics = evaluate_stage(stage.model, batches, stage.levels)
+    metrics = evaluate_stage(stage.model, batches, stage.levels, target_bounds(stage.layout))
     emit({"stage": stage.name, "split": args.split, "windows": len(items), "source": stage.source,
           **{k: round(v, 5) for k, v in metrics.items()}}, args)
 

@@ -89,6 +89,30 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
 
 
+def target_bounds(layout: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every vocabulary id, ``[lo, hi)`` of the target segment (level) it belongs to; the whole vocabulary
+    for ids that are no target."""
+    size = layout.vocab.size
+    lo = torch.zeros(size, dtype=torch.long)
+    hi = torch.full((size,), size, dtype=torch.long)
+    for name in layout.target_segments:
+        start, stop = layout.vocab.range(name)
+        lo[start:stop], hi[start:stop] = start, stop
+    return lo, hi
+
+
+def level_restricted(logits: torch.Tensor, labels: torch.Tensor,
+                     bounds: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``logits`` with every id outside the labelled token's level range at -inf: a softmax per level, the
+    distribution sampling draws each level's token from (unlabelled positions are left as they are)."""
+    lo, hi = (b.to(labels.device) for b in bounds)
+    index = labels.clamp(min=0)
+    ids = torch.arange(logits.shape[-1], device=logits.device)
+    allowed = (ids >= lo[index].unsqueeze(-1)) & (ids < hi[index].unsqueeze(-1))
+    allowed |= (labels == IGNORE).unsqueeze(-1)
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
 class StageRecipe(Recipe):
     """One phase: cross-entropy of the stage Transformer on its windows."""
 
@@ -98,6 +122,7 @@ class StageRecipe(Recipe):
         self.config = configure_for_store(config, store_info_dict(store))
         self.store = store
         self._eval_batches: list[dict[str, torch.Tensor]] | None = None
+        self.bounds = target_bounds(self.config.model.layout()) if self.config.level_softmax else None
 
     def build_models(self) -> dict[str, nn.Module]:
         return {"lm": Transformer(self.config.model.transformer)}
@@ -123,6 +148,8 @@ class StageRecipe(Recipe):
 
     def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         logits = ctx.model("lm")(ctx.batch["tokens"])
+        if self.bounds is not None:
+            logits = level_restricted(logits, ctx.batch["labels"], self.bounds)
         return sequence_loss(logits, ctx.batch["labels"]), {}  # the engine logs the loss itself
 
     def config_dict(self) -> dict[str, Any]:
@@ -149,12 +176,14 @@ class StageRecipe(Recipe):
         batches = self._eval_data()
         if not batches:
             return {}
-        return evaluate_stage(models["lm"], batches, self.config.model.layout().levels)
+        return evaluate_stage(models["lm"], batches, self.config.model.layout().levels, self.bounds)
 
 
 @torch.no_grad()
-def evaluate_stage(model: nn.Module, batches: list[dict[str, torch.Tensor]], levels: int) -> dict[str, float]:
-    """Token-weighted loss and accuracy (overall and per level) of ``model`` on ``batches``."""
+def evaluate_stage(model: nn.Module, batches: list[dict[str, torch.Tensor]], levels: int,
+                   bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """Token-weighted loss and accuracy (overall and per level) of ``model`` on ``batches``; with ``bounds``
+    (:func:`target_bounds`) both are taken within each target's level range, as sampled."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -165,6 +194,8 @@ def evaluate_stage(model: nn.Module, batches: list[dict[str, torch.Tensor]], lev
         for batch in batches:
             tokens, labels = batch["tokens"].to(device), batch["labels"].to(device)
             logits = model(tokens)
+            if bounds is not None:
+                logits = level_restricted(logits, labels, bounds)
             mask = labels != IGNORE
             n = int(mask.sum())
             if n == 0:

@@ -124,6 +124,7 @@ class StageTrainingConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval_batches: int = 8  # validation crops = eval_batches x batch_size (fixed, seeded)
     sample_every_eval: bool = False
+    level_softmax: bool = True  # cross-entropy over each target's own level range (what sampling draws from)
 
     def validate(self) -> None:
         self.model.validate()

@@ -207,3 +207,30 @@ def test_semantic_windows_carry_the_clips_melody_on_part_of_the_batches():
     assert 0.3 < with_melody / (with_melody + without) < 0.7
     assert melody_rows(np.zeros((1, 2)), 0.0, 2, 3.0) is None
     assert melody_rows(np.arange(8).reshape(4, 2), 9.0, 2, 3.0).tolist() == [[4, 5], [6, 7]]  # clamped
+
+
+def test_level_softmax_normalises_each_target_over_its_own_level():
+    from musiclm.lm.layout import IGNORE, TokenSpaces, stage_layout
+    from musiclm.lm.recipe import level_restricted, sequence_loss, target_bounds
+
+    spaces = TokenSpaces(mulan_levels=2, mulan_codebook=4, semantic_clusters=6, acoustic_codebook=8,
+                         coarse_levels=2, fine_levels=2)
+    layout = stage_layout("coarse", spaces)
+    lo, hi = target_bounds(layout)
+    a0, a1 = layout.vocab.range("acoustic0"), layout.vocab.range("acoustic1")
+    assert (int(lo[a0[0]]), int(hi[a0[0]])) == a0 and (int(lo[a1[1] - 1]), int(hi[a1[1] - 1])) == a1
+    assert (int(lo[0]), int(hi[0])) == (0, layout.vocab.size)  # no target: the whole vocabulary
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 3, layout.vocab.size, generator=generator)
+    labels = torch.tensor([[a0[0] + 3, a1[0] + 5, IGNORE]])
+    restricted = level_restricted(logits, labels, (lo, hi))
+    # each labelled position keeps exactly its level's logits; the unlabelled one keeps everything
+    assert torch.isfinite(restricted[0, 0]).sum() == a0[1] - a0[0]
+    assert torch.equal(restricted[0, 0, a0[0]:a0[1]], logits[0, 0, a0[0]:a0[1]])
+    assert torch.isfinite(restricted[0, 1]).sum() == a1[1] - a1[0]
+    assert torch.equal(restricted[0, 2], logits[0, 2])
+    # the per-level loss is the cross-entropy of the level's own softmax, never above the full-vocabulary one
+    full, per_level = sequence_loss(logits, labels), sequence_loss(restricted, labels)
+    expected = -(torch.log_softmax(logits[0, 0, a0[0]:a0[1]], -1)[3] + torch.log_softmax(logits[0, 1, a1[0]:a1[1]],
+                                                                                        -1)[5]) / 2
+    assert torch.allclose(per_level, expected, atol=1e-5) and float(per_level) <= float(full)
