@@ -42,6 +42,8 @@ COMPONENTS = {"codec": "codec", "mulan": "mulan", "semantic_tokenizer": "semanti
 MELODY_COMPONENT = "melody"
 """Optional sub-folder: the melody model whose tokens a melody-conditioned semantic stage was trained on."""
 MIN_MELODY_SECONDS = 1.0
+OUTPUT_PEAK = 0.99
+"""Rows whose decoded peak exceeds this are scaled down to it (no clipping in 16-bit files)."""
 STAGE_NAMES = ("semantic", "coarse", "fine")
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -523,7 +525,9 @@ class MusicLM:
         audio = self.codec.decode(codes.to(self.codec.device), length=int(round(duration * self.sample_rate)))
         if progress is not None:
             progress("decode", 1, 1)
-        return audio.float().cpu()
+        audio = audio.float().cpu()
+        peak = audio.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+        return audio * torch.clamp(OUTPUT_PEAK / peak, max=1.0)
 
     def _rerank(self, audio: torch.Tensor, texts: list[str], best_of: int,
                 progress: ProgressCallback | None) -> torch.Tensor:

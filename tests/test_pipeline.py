@@ -184,3 +184,16 @@ def test_ablation_coarse_stage_without_semantic_tokens_skips_the_semantic_stage(
     assert audio.shape == (1, rate)
     assert "semantic" not in stages and "coarse" in stages and "fine" in stages
     assert tiny_musiclm.stages["coarse"] is coarse  # the original pipeline is untouched
+
+
+def test_loud_decodes_are_scaled_below_full_scale(tiny_musiclm, monkeypatch):
+    from musiclm.pipeline import OUTPUT_PEAK
+
+    quiet, _ = tiny_musiclm.generate("a calm piano piece", duration=1.0, seed=2)
+    original = tiny_musiclm.codec.decode
+    monkeypatch.setattr(tiny_musiclm.codec, "decode", lambda codes, length: original(codes, length=length) * 0
+                        + torch.linspace(-3.0, 2.0, length))
+    loud, _ = tiny_musiclm.generate("a calm piano piece", duration=1.0, seed=2)
+    assert abs(float(loud.abs().max()) - OUTPUT_PEAK) < 1e-6  # scaled, not clipped: the shape is kept
+    assert torch.allclose(loud[0], torch.linspace(-3.0, 2.0, 24_000) * OUTPUT_PEAK / 3.0, atol=1e-6)
+    assert float(quiet.abs().max()) <= OUTPUT_PEAK
