@@ -26,6 +26,7 @@ import torch
 
 from musiclm.bundled import PRETRAINED
 from musiclm.errors import AudioError, MusicLMError
+from musiclm.lm.data import melody_rows
 from musiclm.lm.sampling import SamplingParams
 from musiclm.lm.stage import StageLM, check_stage_chain
 
@@ -263,11 +264,15 @@ class MusicLM:
                        cfg: float | Sequence[float] | None = None, best_of: int = 1,
                        progress: ProgressCallback | None = None,
                        prompt_audio: np.ndarray | torch.Tensor | None = None,
-                       prompt_sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+                       prompt_sample_rate: int | None = None,
+                       melody_audio: np.ndarray | torch.Tensor | None = None,
+                       melody_sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
         """Music whose prompt changes at the given times: ``[(0.0, text), (15.0, text), ...]``.
 
         Each text may be one string (for every row) or one string per row. The music stays continuous: a
         window that starts after a switch is conditioned on the new prompt and continues the previous audio.
+        ``prompt_audio`` is continued (see :meth:`generate_continuation`); ``melody_audio`` is followed (see
+        :meth:`generate_with_melody`, which checks that the model takes melodies).
         """
         duration = self.check_duration(duration)
         schedule = self._schedule(story, duration)
@@ -282,7 +287,13 @@ class MusicLM:
         prompt = None
         if prompt_audio is not None:
             prompt = self._prompt_tokens(prompt_audio, prompt_sample_rate, rows * repeat, duration)
-        audio = self.render_tokens(tokens, duration, sampling, seed, progress, prompt)
+        melody = None
+        if melody_audio is not None:
+            melody = self.melody_tokens(melody_audio, melody_sample_rate, duration)  # [m, windows, levels]
+            if melody.shape[0] not in (1, rows):
+                raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per prompt")
+            melody = melody.expand(rows, -1, -1).repeat_interleave(repeat, dim=0)
+        audio = self.render_tokens(tokens, duration, sampling, seed, progress, prompt, melody=melody)
         if best_of > 1:
             texts_per_row = [t for t in schedule[0][1] for _ in range(num_samples)]
             audio = self._rerank(audio, texts_per_row, best_of, progress)
@@ -310,27 +321,11 @@ class MusicLM:
         if not self.supports_melody:
             raise GenerationError("this model has no melody conditioning (its semantic stage was trained without "
                                   "melody tokens, or its folder has no melody/ model)")
-        duration = self.check_duration(duration)
-        schedule = self._schedule([(0.0, texts)], duration)
-        rows = len(schedule[0][1])
-        if num_samples < 1 or best_of < 1:
-            raise GenerationError("num_samples and best_of must be >= 1")
-        if rows * num_samples * best_of > MAX_BATCH * 4:
-            raise GenerationError(f"{rows} prompts x {num_samples} samples x best_of {best_of} is too many rows")
-        repeat = num_samples * best_of
-        melody = self.melody_tokens(melody_audio, melody_sample_rate, duration)  # [m, windows, levels]
-        if melody.shape[0] not in (1, rows):
-            raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per prompt")
-        melody = melody.expand(rows, -1, -1).repeat_interleave(repeat, dim=0)
-        sampling = self.sampling(temperature, top_k, top_p, cfg)
-        tokens = [(0.0, self.mulan.text_tokens(schedule[0][1]).repeat_interleave(repeat, dim=0))]
-        audio = self.render_tokens(tokens, duration, sampling, seed, progress, melody=melody)
-        if best_of > 1:
-            texts_per_row = [t for t in schedule[0][1] for _ in range(num_samples)]
-            audio = self._rerank(audio, texts_per_row, best_of, progress)
-        return audio, self.sample_rate
+        return self.generate_story([(0.0, texts)], duration, num_samples=num_samples, seed=seed,
+                                   temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg, best_of=best_of,
+                                   progress=progress, melody_audio=melody_audio, melody_sample_rate=melody_sample_rate)
 
-    def melody_tokens(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int,
+    def melody_tokens(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int | None,
                       duration: float) -> torch.Tensor:
         """Melody tokens ``[B, windows, levels]`` covering ``duration`` seconds (and at least one semantic
         window), the melody looped as often as needed."""
@@ -480,10 +475,8 @@ class MusicLM:
         def melody_at(start: int) -> torch.Tensor | None:
             if melody is None:
                 return None
-            slots = melody_spaces.melody_slots
-            first = int(round(start / melody_spaces.semantic_rate / melody_spaces.melody_hop_seconds))
-            first = max(0, min(first, melody.shape[1] - slots))
-            return melody[:, first:first + slots]
+            return melody_rows(melody, start / melody_spaces.semantic_rate, melody_spaces.melody_slots,
+                               melody_spaces.melody_hop_seconds)
 
         def semantic_condition(start: int, first_new: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
             toks = tokens_at(first_new / spaces.semantic_rate)

@@ -59,13 +59,24 @@ def _small_parts() -> tuple:
             semantic_training.tokenizer.num_clusters, semantic_training.tokenizer.layer)
 
 
+def _random_quantizer(levels: int, codebook: int, dim: int, generator: torch.Generator):
+    """A residual quantiser with random unit codewords whose scale halves with every level."""
+    from musiclm.mulan.quantizer import EmbeddingQuantizer
+
+    quantizer = EmbeddingQuantizer(levels, codebook, dim)
+    with torch.no_grad():
+        books = torch.randn(quantizer.codebooks.shape, generator=generator)
+        scale = 0.5 ** torch.arange(levels, dtype=torch.float32)  # residual levels shrink
+        quantizer.codebooks.copy_(torch.nn.functional.normalize(books, dim=-1) * scale[:, None, None])
+    return quantizer
+
+
 def _random_melody(size: str, generator: torch.Generator):
     """A melody model (random weights, random quantiser: 3 x 8 tiny, 12 x 256 small)."""
     from musiclm.config import preset
     from musiclm.melody.api import MelodyModel
     from musiclm.melody.config import EncoderConfig, FrontendConfig, MelodyConfig
     from musiclm.melody.model import MelodyEmbedder
-    from musiclm.mulan.quantizer import EmbeddingQuantizer
 
     if size == "tiny":
         config = MelodyConfig(embed_dim=16, window_seconds=1.0, hop_seconds=0.6, min_seconds=0.25,
@@ -74,11 +85,7 @@ def _random_melody(size: str, generator: torch.Generator):
         levels, codebook = 3, 8
     else:
         config, levels, codebook = preset("melody", "small").model, 12, 256
-    quantizer = EmbeddingQuantizer(levels, codebook, config.embed_dim)
-    with torch.no_grad():
-        books = torch.randn(quantizer.codebooks.shape, generator=generator)
-        scale = 0.5 ** torch.arange(levels, dtype=torch.float32)
-        quantizer.codebooks.copy_(torch.nn.functional.normalize(books, dim=-1) * scale[:, None, None])
+    quantizer = _random_quantizer(levels, codebook, config.embed_dim, generator)
     return MelodyModel(MelodyEmbedder(config).eval(), quantizer)
 
 
@@ -89,18 +96,14 @@ def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device
     if size not in SIZES:
         raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     from musiclm.mulan.api import MuLan
-    from musiclm.mulan.quantizer import EmbeddingQuantizer
     from musiclm.semantic.tokenizer import SemanticTokenizer
 
     torch.manual_seed(seed)
     codec, mulan_model, semantic_model, clusters, layer = _tiny_parts() if size == "tiny" else _small_parts()
     generator = torch.Generator().manual_seed(seed)
     qconfig = mulan_model.config.quantizer
-    quantizer = EmbeddingQuantizer(qconfig.num_quantizers, qconfig.codebook_size, mulan_model.config.embed_dim)
-    with torch.no_grad():
-        books = torch.randn(quantizer.codebooks.shape, generator=generator)
-        scale = 0.5 ** torch.arange(qconfig.num_quantizers, dtype=torch.float32)  # residual levels shrink
-        quantizer.codebooks.copy_(torch.nn.functional.normalize(books, dim=-1) * scale[:, None, None])
+    quantizer = _random_quantizer(qconfig.num_quantizers, qconfig.codebook_size, mulan_model.config.embed_dim,
+                                  generator)
     mulan = MuLan(mulan_model, quantizer)
     centroids = torch.randn(clusters, semantic_model.config.d_model, generator=generator)
     tokenizer = SemanticTokenizer(semantic_model, centroids, layer)

@@ -9,15 +9,11 @@ another soundfont and mix, and after that skipped and logged with its reason in 
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +32,7 @@ from musiclm.data.manifest import (
     split_for,
 )
 from musiclm.data.piece import Piece
+from musiclm.data.workers import run_jobs
 from musiclm.errors import MusicLMError
 from musiclm.fileio import atomic_write_text
 from musiclm.progress import clip_bar
@@ -263,7 +260,7 @@ def build_corpus(
     bar = clip_bar(total=mine, initial=mine - sum(len(j.clip_ids) for j in todo), enabled=progress, desc="render")
     with PartWriter(out, f"rank{rank:03d}") as part, \
             PartWriter(out, f"rank{rank:03d}", folder=REJECTS_DIR) as rejected:
-        for result in _run_jobs(todo, str(out), styles, scores, workers):
+        for result in run_jobs(todo, _render_piece_job, _init_worker, (str(out), styles, scores), workers):
             for line in result["records"]:
                 part.write(line)
                 written += 1
@@ -293,28 +290,5 @@ def build_corpus(
         "soundfonts": [f.name for f in find_soundfonts()],
     }
     return summary
-
-
-def _run_jobs(jobs: list[PieceJob], out: str, styles: list[str], scores: dict[str, list[str]],
-              workers: int) -> Iterator[dict[str, Any]]:
-    if workers == 1:
-        _init_worker(out, styles, scores)
-        for job in jobs:
-            yield _render_piece_job(job)
-        return
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "forkserver")
-    queue = iter(jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(out, styles, scores)) as pool:
-        pending = {pool.submit(_render_piece_job, job) for job in itertools.islice(queue, workers * 4)}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-                job = next(queue, None)
-                if job is not None:
-                    pending.add(pool.submit(_render_piece_job, job))
 
 

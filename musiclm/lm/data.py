@@ -141,14 +141,14 @@ class StageDataset(Dataset):
         return torch.cat([condition, targets], dim=1)[0], condition.shape[1]
 
 
-def melody_rows(melody: np.ndarray, start_seconds: float, slots: int, hop_seconds: float) -> np.ndarray | None:
-    """The ``slots`` consecutive melody windows ``[slots, levels]`` nearest a semantic window starting at
-    ``start_seconds`` (clamped to the clip), or None when the clip has fewer windows than slots."""
-    melody = np.asarray(melody)
-    if melody.ndim != 2 or melody.shape[0] < slots:
+def melody_rows(melody: Any, start_seconds: float, slots: int, hop_seconds: float) -> Any:
+    """The ``slots`` consecutive melody windows nearest a semantic window starting at ``start_seconds``
+    (clamped to the clip) of melody tokens ``[..., windows, levels]`` (numpy or torch, one clip or a batch),
+    or None when there are fewer windows than slots."""
+    if melody.ndim < 2 or melody.shape[-2] < slots:
         return None
-    first = min(int(round(start_seconds / hop_seconds)), melody.shape[0] - slots)
-    return melody[first:first + slots]
+    first = max(0, min(int(round(start_seconds / hop_seconds)), melody.shape[-2] - slots))
+    return melody[..., first:first + slots, :]
 
 
 def collate_sequences(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -17,26 +17,22 @@ one window, so a 2.5 s hum gives one embedding of the hum heard about twice; mel
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from musiclm import __version__
 from musiclm.audio import SILENCE_PEAK, load_audio, resample
-from musiclm.config import from_dict, load_yaml, save_yaml, to_dict
+from musiclm.config import from_dict, to_dict
 from musiclm.device import resolve_device
 from musiclm.errors import AudioError
-from musiclm.fileio import atomic_path
 from musiclm.melody.config import MelodyConfig, MelodyTrainingConfig
 from musiclm.melody.model import MelodyEmbedder, window_count
 from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError, load_quantizer
-from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_state, load_weights
+from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
+from musiclm.weights import load_with_quantizer, round_fp16, save_with_quantizer, state_with_quantizer, weights_digest
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "melody.safetensors"
@@ -46,20 +42,13 @@ QUANTIZER_REPORT = "quantizer.json"
 AudioInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
 
-def _round_fp16(module: torch.nn.Module) -> None:
-    with torch.no_grad():
-        for tensor in list(module.state_dict().values()):
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
-
-
 class MelodyModel:
     """Embed melodies into 192-d unit vectors per 4 s window and turn them into melody tokens."""
 
     def __init__(self, model: MelodyEmbedder, quantizer: EmbeddingQuantizer | None = None,
                  device: str | torch.device = "cpu"):
         model = copy.deepcopy(model).cpu().float()
-        _round_fp16(model)
+        round_fp16(model)
         self.model = model.eval().requires_grad_(False)
         self.config: MelodyConfig = model.config
         self.quantizer = None
@@ -68,7 +57,7 @@ class MelodyModel:
                 raise QuantizerError(f"the quantiser is for {quantizer.codebooks.shape[2]}-d embeddings, the model "
                                      f"makes {self.config.embed_dim}-d ones")
             self.quantizer = copy.deepcopy(quantizer).cpu().float()
-            _round_fp16(self.quantizer)
+            round_fp16(self.quantizer)
             self.config = copy.deepcopy(self.config)
             self.config.quantizer.num_quantizers = self.quantizer.num_quantizers
             self.config.quantizer.codebook_size = self.quantizer.codebook_size
@@ -115,12 +104,7 @@ class MelodyModel:
 
     def fingerprint(self) -> str:
         """A short hash of the weights, the quantiser and the config (keys token caches)."""
-        digest = hashlib.sha256(json.dumps(to_dict(self.config), sort_keys=True).encode())
-        for key, tensor in sorted(self._state().items()):
-            digest.update(key.encode())
-            digest.update(tensor.detach().cpu().half().numpy().tobytes() if tensor.is_floating_point()
-                          else tensor.detach().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return weights_digest(to_dict(self.config), self._state())
 
     # -------------------------------------------------------------------------------------- embeddings
     def _prepare(self, wav: AudioInput, sample_rate: int | None) -> list[torch.Tensor]:
@@ -228,44 +212,16 @@ class MelodyModel:
 
     # -------------------------------------------------------------------------------------------- I/O
     def _state(self) -> dict[str, torch.Tensor]:
-        state = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        if self.quantizer is not None:
-            state.update({f"quantizer.{k}": v for k, v in self.quantizer.state_dict().items()})
-        return state
+        return state_with_quantizer(self.model, self.quantizer)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.yaml`` and fp16 ``melody.safetensors`` into ``folder`` (atomically, file by file)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
-                   for k, v in self._state().items()}
-        meta = {"musiclm_version": __version__, "format": "musiclm-melody",
-                "quantizer": "fitted" if self.quantizer is not None else "none"}
-        with atomic_path(folder / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-        save_yaml(self.config, folder / CONFIG_FILE)
-        return folder
+        return save_with_quantizer(folder, self.model, self.quantizer, self.config, WEIGHTS_FILE, "melody")
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> MelodyModel:
         """Load a folder written by :meth:`save` (or ``musiclm melody export``)."""
-        folder = Path(folder)
-        if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
-            raise CheckpointError(f"{folder}: not a melody model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        config = load_yaml(MelodyConfig, folder / CONFIG_FILE)
-        try:
-            tensors = load_file(str(folder / WEIGHTS_FILE))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({exc})") from exc
-        model = MelodyEmbedder(config)
-        state = {k[len("model."):]: v.float() if v.is_floating_point() else v
-                 for k, v in tensors.items() if k.startswith("model.")}
-        load_state(model, state, folder / WEIGHTS_FILE)
-        quantizer = None
-        if "quantizer.codebooks" in tensors:
-            books = tensors["quantizer.codebooks"].float()
-            quantizer = EmbeddingQuantizer(books.shape[0], books.shape[1], books.shape[2])
-            quantizer.codebooks.copy_(books)
+        model, quantizer = load_with_quantizer(folder, MelodyConfig, MelodyEmbedder, WEIGHTS_FILE, "melody model")
         out = cls(model, quantizer, device)
         out.source = str(folder)
         return out

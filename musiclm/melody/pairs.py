@@ -34,11 +34,8 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +58,7 @@ from musiclm.data.manifest import (
     split_for,
 )
 from musiclm.data.piece import ClipLabels, Part, Piece
+from musiclm.data.workers import run_jobs
 from musiclm.errors import MusicLMError
 from musiclm.fileio import atomic_write_text
 from musiclm.progress import clip_bar
@@ -525,29 +523,6 @@ def _make_group(job: GroupJob) -> dict[str, Any]:
     return {"records": records, "rejects": rejects, "cpu_seconds": time.perf_counter() - started}
 
 
-def _run_jobs(jobs: list[GroupJob], out: str, styles: list[str], scores: list[str],
-              workers: int) -> Iterator[dict[str, Any]]:
-    if workers == 1:
-        _init_worker(out, styles, scores)
-        for job in jobs:
-            yield _make_group(job)
-        return
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "forkserver")
-    queue = iter(jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(out, styles, scores)) as pool:
-        pending = {pool.submit(_make_group, job) for job in itertools.islice(queue, workers * 4)}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-                job = next(queue, None)
-                if job is not None:
-                    pending.add(pool.submit(_make_group, job))
-
-
 # ----------------------------------------------------------------------------------------------- the set
 def _score_refs(score_fraction: float) -> list[str]:
     if score_fraction <= 0:
@@ -632,7 +607,7 @@ def build_pairs(
     bar = clip_bar(total, total - sum(len(j.clip_ids) for j in todo), progress, desc="melody pairs")
     scores = _score_refs(score_fraction)
     with PartWriter(out, f"rank{rank:03d}") as part, PartWriter(out, f"rank{rank:03d}", folder=REJECTS_DIR) as rejected:
-        for result in _run_jobs(todo, str(out), sorted(STYLES), scores, workers):
+        for result in run_jobs(todo, _make_group, _init_worker, (str(out), sorted(STYLES), scores), workers):
             for line in result["records"]:
                 part.write(line)
                 written += 1

@@ -51,6 +51,7 @@ from musiclm.tokenstore.store import (
     string_array,
     write_shard,
 )
+from musiclm.weights import weights_digest
 
 log = logging.getLogger("musiclm.tokenstore")
 
@@ -65,26 +66,11 @@ class TokenizeError(TokenStoreError):
 
 
 # -------------------------------------------------------------------------------------------------- models
-def _digest(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
-    """sha256 (16 hex digits) of a config and tensors at fp16 precision, the precision they are saved at."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for key, tensor in sorted(state.items()):
-        digest.update(key.encode())
-        value = tensor.detach().cpu()
-        digest.update((value.half() if value.is_floating_point() else value).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def codec_fingerprint(codec: Any) -> str:
     """Hash of a :class:`~musiclm.codec.api.Codec`'s config and saved weights (same before and after save/load)."""
     from musiclm.codec.api import _inference_state
 
-    return _digest(to_dict(codec.config), _inference_state(codec.model))
-
-
-def melody_fingerprint(melody: Any) -> str:
-    """Hash of a :class:`~musiclm.melody.api.MelodyModel`'s config, weights and quantiser."""
-    return str(melody.fingerprint())
+    return weights_digest(to_dict(codec.config), _inference_state(codec.model))
 
 
 def semantic_fingerprint(tokenizer: Any) -> str:
@@ -93,7 +79,7 @@ def semantic_fingerprint(tokenizer: Any) -> str:
     config.pop("source", None)  # where the weights came from is not what they are
     state = dict(tokenizer.model.state_dict())
     state["kmeans.centroids"] = tokenizer.centroids
-    return _digest(config, state)
+    return weights_digest(config, state)
 
 
 @dataclass
@@ -178,7 +164,7 @@ class TokenizerModels:
         }
         if self.melody is not None:
             m = self.melody
-            out["melody"] = {"fingerprint": melody_fingerprint(m), "sample_rate": m.sample_rate,
+            out["melody"] = {"fingerprint": m.fingerprint(), "sample_rate": m.sample_rate,
                              "num_quantizers": m.num_quantizers, "codebook_size": m.codebook_size,
                              "window_seconds": m.window_seconds, "hop_seconds": m.hop_seconds,
                              "source": getattr(m, "source", None), "config": to_dict(m.config)}
