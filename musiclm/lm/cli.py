@@ -57,6 +57,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     config = train_config(args, StageTrainingConfig, model)
     if config.model.stage != args.stage:
         config = merge(config, {"model.stage": args.stage})
+    if args.init_from:
+        config = merge(config, {"init_from": str(args.init_from)})
     run_training(args, config, model, train_stage)
 
 
@@ -102,6 +104,8 @@ def register(subparsers: Any) -> None:
 
     tr = sub.add_parser("train", help="train (or resume) one stage on a token store; works under torchrun")
     tr.add_argument("--stage", required=True, choices=["semantic", "coarse", "fine"])
+    tr.add_argument("--init-from", metavar="STAGE_DIR", help="start a fresh run from the weights of an exported "
+                    "stage of the same preset (e.g. MODEL/lm-semantic), for fine-tuning on a remade token store")
     add_train_arguments(tr, "lm-semantic", data_help="token store folder made by `musiclm tokenize`",
                         data_flag="--tokens")
     tr.set_defaults(handler=_cmd_train)

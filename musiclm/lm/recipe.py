@@ -84,6 +84,24 @@ def configure_for_store(config: StageTrainingConfig, info: dict[str, Any]) -> St
     return out
 
 
+def initialise_from(model: Transformer, config: Any, folder: str | os.PathLike[str]) -> None:
+    """Copy the weights of the exported stage in ``folder`` into ``model`` (a fresh run of the same stage and
+    token-space sizes, e.g. fine-tuning the stages on a store remade with a retrained MuLan). A run that resumes
+    from its own checkpoint overwrites these weights, so only a fresh run starts from them."""
+    from musiclm.lm.stage import StageError, StageLM
+
+    source = StageLM.from_pretrained(folder, stage=config.stage)
+    if source.layout.vocab_size != config.layout().vocab_size:
+        raise StageDataError(f"init_from {folder}: its token spaces differ from this run's "
+                             f"(vocabulary {source.layout.vocab_size} vs {config.layout().vocab_size}); it can only "
+                             f"start a run of the same preset on a store with the same codebook sizes")
+    try:
+        model.load_state_dict(source.model.state_dict())
+    except RuntimeError as exc:
+        raise StageError(f"init_from {folder}: {exc}") from exc
+    log.info("initialised the %s stage from %s", config.stage, folder)
+
+
 def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over labelled positions."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
@@ -125,7 +143,10 @@ class StageRecipe(Recipe):
         self.bounds = target_bounds(self.config.model.layout()) if self.config.level_softmax else None
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {"lm": Transformer(self.config.model.transformer)}
+        model = Transformer(self.config.model.transformer)
+        if self.config.init_from:
+            initialise_from(model, self.config.model, self.config.init_from)
+        return {"lm": model}
 
     def build_dataset(self) -> Dataset:
         return StageDataset(self.store.select("train"), self.config.model, seed=self.config.train.seed)

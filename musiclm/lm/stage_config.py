@@ -125,6 +125,7 @@ class StageTrainingConfig:
     eval_batches: int = 8  # validation crops = eval_batches x batch_size (fixed, seeded)
     sample_every_eval: bool = False
     level_softmax: bool = True  # cross-entropy over each target's own level range (what sampling draws from)
+    init_from: str = ""  # an exported stage folder whose weights start a fresh run (fine-tuning; "" = random)
 
     def validate(self) -> None:
         self.model.validate()

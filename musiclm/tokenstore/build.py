@@ -310,6 +310,8 @@ def prepare_store(folder: str | os.PathLike[str], info: StoreInfo) -> StoreInfo:
 # --------------------------------------------------------------------------------------------- tokenizing
 @dataclass
 class ClipResult:
+    """One clip's tokens (a part is ``None`` while it is still to be copied from a reused store)."""
+
     codes: np.ndarray  # int16 [levels, frames]
     semantic: np.ndarray  # int16 [tokens]
     mulan_tokens: np.ndarray  # int16 [Q]
@@ -350,34 +352,48 @@ def _loaded(clips: Sequence[PlannedClip], sample_rate: int, ahead: int
             yield position, wav, error
 
 
+PARTS = ("codec", "semantic", "mulan", "melody")  # what a store holds per clip, one part per model
+
+
 @torch.inference_mode()
-def tokenize_batch(models: TokenizerModels, wavs: np.ndarray) -> list[ClipResult]:
-    """Tokens of ``[B, samples]`` equal-length audio at the models' rate: one call per model for the batch."""
-    rate = models.sample_rate
-    codes = models.codec.encode(wavs, sample_rate=rate, levels=models.codec.num_quantizers).cpu().numpy()
-    semantic = models.semantic.tokenize(wavs, rate).cpu().numpy()
-    embedding = models.mulan.embed_audio(wavs, rate)
-    tokens = models.mulan.tokens(embedding).cpu().numpy()
-    embedding = embedding.cpu().numpy()
-    melody = None
-    if models.melody is not None:
+def tokenize_batch(models: TokenizerModels, wavs: np.ndarray, parts: Sequence[str] = PARTS) -> list[ClipResult]:
+    """Tokens of ``[B, samples]`` equal-length audio at the models' rate: one call per model for the batch.
+
+    Only the models named in ``parts`` run; the other fields of the results are left empty (``None``), to be
+    filled from a store being reused (:func:`build_store`'s ``reuse``)."""
+    rate, n = models.sample_rate, wavs.shape[0]
+    codes = semantic = tokens = embedding = melody = None
+    if "codec" in parts:
+        codes = models.codec.encode(wavs, sample_rate=rate, levels=models.codec.num_quantizers).cpu().numpy()
+    if "semantic" in parts:
+        semantic = models.semantic.tokenize(wavs, rate).cpu().numpy()
+    if "mulan" in parts:
+        mulan_embedding = models.mulan.embed_audio(wavs, rate)
+        tokens = models.mulan.tokens(mulan_embedding).cpu().numpy()
+        embedding = mulan_embedding.cpu().numpy()
+    if "melody" in parts and models.melody is not None:
         melody = models.melody.tokens(torch.as_tensor(wavs), rate).cpu().numpy()
-    return [ClipResult(codes[i].astype(TOKEN_DTYPE), semantic[i].astype(TOKEN_DTYPE), tokens[i].astype(TOKEN_DTYPE),
-                       embedding[i].astype(np.float16), int(wavs.shape[1]),
-                       None if melody is None else melody[i].astype(TOKEN_DTYPE)) for i in range(wavs.shape[0])]
+
+    def row(array: np.ndarray | None, i: int, dtype: Any) -> Any:
+        return None if array is None else array[i].astype(dtype)
+
+    return [ClipResult(row(codes, i, TOKEN_DTYPE), row(semantic, i, TOKEN_DTYPE), row(tokens, i, TOKEN_DTYPE),
+                       row(embedding, i, np.float16), int(wavs.shape[1]), row(melody, i, TOKEN_DTYPE))
+            for i in range(n)]
 
 
-def _tokenize_group(models: TokenizerModels, wavs: list[np.ndarray]) -> list[ClipResult | str]:
+def _tokenize_group(models: TokenizerModels, wavs: list[np.ndarray], parts: Sequence[str] = PARTS
+                    ) -> list[ClipResult | str]:
     """A batch, or each clip alone when the batch fails (so one bad clip costs only itself)."""
     try:
-        return list(tokenize_batch(models, np.stack(wavs)))
+        return list(tokenize_batch(models, np.stack(wavs), parts))
     except Exception as exc:
         if len(wavs) == 1:
             return [_reason(exc)]
     out: list[ClipResult | str] = []
     for wav in wavs:
         try:
-            out.extend(tokenize_batch(models, wav[None, :]))
+            out.extend(tokenize_batch(models, wav[None, :], parts))
         except Exception as exc:  # a clip the models cannot take is skipped and reported
             out.append(_reason(exc))
     return out
@@ -389,15 +405,16 @@ def default_batch(device: torch.device | str) -> int:
 
 
 def tokenize_shard(models: TokenizerModels, clips: Sequence[PlannedClip], batch: int = DEFAULT_BATCH,
-                   bar: Any = None) -> tuple[list[ClipResult | str], float]:
-    """Per clip (in order): its tokens or the reason it was skipped; and the seconds it took."""
+                   bar: Any = None, parts: Sequence[str] = PARTS) -> tuple[list[ClipResult | str], float]:
+    """Per clip (in order): its tokens (of the models in ``parts``) or the reason it was skipped; and the
+    seconds it took."""
     started = time.perf_counter()
     results: list[ClipResult | str | None] = [None] * len(clips)
     buckets: dict[int, list[tuple[int, np.ndarray]]] = {}
 
     def flush(length: int) -> None:
         group = buckets.pop(length)
-        for (position, _), result in zip(group, _tokenize_group(models, [w for _, w in group])):
+        for (position, _), result in zip(group, _tokenize_group(models, [w for _, w in group], parts)):
             results[position] = result
         _advance(bar, len(group), results)
 
@@ -494,6 +511,104 @@ def _remove_stale_temporaries(folder: Path, index: int) -> None:
         stale.unlink(missing_ok=True)
 
 
+# ------------------------------------------------------------------------------------------------- reuse
+@dataclass(frozen=True)
+class Reuse:
+    """A finished store of the same clip layout whose tokens of unchanged models are copied, not recomputed
+    (a new MuLan, say, costs one MuLan pass over the audio instead of a full tokenize)."""
+
+    folder: Path
+    info: StoreInfo
+    copied: tuple[str, ...]  # parts (of :data:`PARTS`) taken from the old store
+    computed: tuple[str, ...]  # parts the models compute again
+
+
+def _fingerprint(info: StoreInfo, part: str) -> str | None:
+    entry = getattr(info, part) or {}
+    return entry.get("fingerprint")
+
+
+def plan_reuse(folder: str | os.PathLike[str], info: StoreInfo) -> Reuse:
+    """Which parts of the store ``folder`` a build of ``info`` can copy (same layout, same model fingerprint)."""
+    folder = Path(folder)
+    try:
+        old = read_info(folder)
+    except TokenStoreError as exc:
+        raise TokenizeError(f"--reuse {folder}: {exc}") from None
+    if old.layout != info.layout or old.shard_size != info.shard_size:
+        raise TokenizeError(f"--reuse {folder}: its clip layout differs ({old.num_clips} clips of {old.splits} in "
+                            f"shards of {old.shard_size}; this run: {info.num_clips} clips of {info.splits} in "
+                            f"shards of {info.shard_size}); reuse needs the same corpora, splits and --shard-size")
+    wanted = [p for p in PARTS if p != "melody" or info.melody]
+    copied = tuple(p for p in wanted if _fingerprint(old, p) not in (None, "") and
+                   _fingerprint(old, p) == _fingerprint(info, p))
+    return Reuse(folder, old, copied, tuple(p for p in wanted if p not in copied))
+
+
+def reused_results(arrays: dict[str, np.ndarray], info: StoreInfo, parts: Sequence[str]) -> dict[str, ClipResult]:
+    """Per clip id of a shard's arrays: a :class:`ClipResult` holding the ``parts`` of its tokens."""
+    out: dict[str, ClipResult] = {}
+    codes, code_at = arrays["codes"], arrays["code_offsets"]
+    semantic, semantic_at = arrays["semantic"], arrays["semantic_offsets"]
+    melody, melody_at = arrays.get("melody"), arrays.get("melody_offsets")
+    for i, clip_id in enumerate(arrays["ids"].tolist()):
+        out[clip_id] = ClipResult(
+            codes=codes[:, code_at[i]:code_at[i + 1]] if "codec" in parts else None,
+            semantic=semantic[semantic_at[i]:semantic_at[i + 1]] if "semantic" in parts else None,
+            mulan_tokens=arrays["mulan_tokens"][i] if "mulan" in parts else None,
+            mulan_embedding=arrays["mulan_embedding"][i] if "mulan" in parts else None,
+            samples=int(round(float(arrays["seconds"][i]) * info.sample_rate)),
+            melody=(melody[melody_at[i]:melody_at[i + 1]] if "melody" in parts and melody is not None
+                    and melody_at is not None else None))
+    return out
+
+
+def _merge(new: ClipResult, old: ClipResult, parts: Sequence[str]) -> ClipResult:
+    """``new`` with the ``parts`` taken from ``old``."""
+    return ClipResult(
+        codes=old.codes if "codec" in parts else new.codes,
+        semantic=old.semantic if "semantic" in parts else new.semantic,
+        mulan_tokens=old.mulan_tokens if "mulan" in parts else new.mulan_tokens,
+        mulan_embedding=old.mulan_embedding if "mulan" in parts else new.mulan_embedding,
+        samples=new.samples, melody=old.melody if "melody" in parts else new.melody)
+
+
+def tokenize_shard_reusing(models: TokenizerModels, clips: Sequence[PlannedClip], index: int, reuse: Reuse,
+                           batch: int = DEFAULT_BATCH, bar: Any = None) -> tuple[list[ClipResult | str], float]:
+    """Like :func:`tokenize_shard`, with the copied parts of shard ``index`` of the reused store; a clip that
+    store skipped stays skipped (with its reason)."""
+    from musiclm.tokenstore.store import shard_report
+
+    started = time.perf_counter()
+    path = shard_path(reuse.folder, index)
+    if not path.exists():
+        raise TokenizeError(f"--reuse {reuse.folder} lacks shard {index}; finish that store first "
+                            f"(`musiclm tokenize info {reuse.folder}`)")
+    old = reused_results(read_shard(path, reuse.info), reuse.info, reuse.copied)
+    old_report = shard_report(reuse.folder, index, reuse.info) or {}
+    old_reasons = {s.get("id"): s.get("reason", "") for s in old_report.get("skipped", [])}
+    kept = [c for c in clips if c.record.id in old]
+    if reuse.computed:
+        computed, _ = tokenize_shard(models, kept, batch, bar, reuse.computed)
+    else:
+        computed = [old[c.record.id] for c in kept]
+        if bar is not None:
+            bar.update(len(kept))
+    by_id = dict(zip((c.record.id for c in kept), computed))
+    results: list[ClipResult | str] = []
+    for clip in clips:
+        result = by_id.get(clip.record.id)
+        if result is None:
+            results.append(f"skipped in {reuse.folder}: {old_reasons.get(clip.record.id) or 'not tokenized'}")
+            if bar is not None:
+                bar.update(1)
+        elif isinstance(result, str):
+            results.append(result)
+        else:
+            results.append(_merge(result, old[clip.record.id], reuse.copied))
+    return results, time.perf_counter() - started
+
+
 # ---------------------------------------------------------------------------------------------- the build
 @dataclass
 class BuildReport:
@@ -513,6 +628,9 @@ class BuildReport:
     elapsed_seconds: float = 0.0
     clips_per_second: float = 0.0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    reused_from: str | None = None
+    parts_copied: list[str] = field(default_factory=list)
+    parts_computed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -521,12 +639,15 @@ class BuildReport:
 def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], models: TokenizerModels,
                 *, splits: str | Sequence[str] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                 batch: int | None = None, rank: int | None = None, world_size: int | None = None,
-                progress: bool = True, max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION) -> BuildReport:
+                progress: bool = True, max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+                reuse: str | os.PathLike[str] | None = None) -> BuildReport:
     """Tokenize this rank's shards of ``corpora`` into the store folder ``out`` (resuming a previous run).
 
     ``batch`` clips of equal length go through each model per call (default: :func:`default_batch` of the
-    models' device). Raises :class:`TokenizeError` when ``out`` holds tokens of other models or another layout,
-    and when more than ``max_skip_fraction`` of a shard's clips fail.
+    models' device). With ``reuse`` (a finished store of the same corpora, splits and shard size), the tokens
+    of every model whose fingerprint is unchanged are copied from it and only the others are computed.
+    Raises :class:`TokenizeError` when ``out`` holds tokens of other models or another layout, and when more
+    than ``max_skip_fraction`` of a shard's clips fail.
     """
     batch = default_batch(models.codec.device) if batch is None else batch
     if batch < 1:
@@ -536,7 +657,11 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     rank, world_size = resolve_rank(rank, world_size)
     plan = plan_clips(corpora, splits, shard_size)
     out = Path(out)
-    info = prepare_store(out, store_info(plan, models))
+    wanted = store_info(plan, models)
+    reused = plan_reuse(reuse, wanted) if reuse is not None else None
+    if reused is not None and Path(reused.folder).resolve() == out.resolve():
+        raise TokenizeError("--reuse must name another store than --out")
+    info = prepare_store(out, wanted)
     mine = list(range(rank, plan.num_shards, world_size))
     done = [i for i in mine if shard_is_done(out, i, info)]
     todo = [i for i in mine if i not in set(done)]
@@ -544,6 +669,11 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
                          shards_of_rank=len(mine), shards_already_done=len(done), shards_written=0, batch=batch)
     log.info("rank %d/%d: %d of %d shards to tokenize (%d already done) into %s", rank, world_size, len(todo),
              len(mine), len(done), out)
+    if reused is not None:
+        log.info("copying %s from %s; computing %s", ", ".join(reused.copied) or "nothing", reused.folder,
+                 ", ".join(reused.computed) or "nothing")
+        report.reused_from = str(reused.folder)
+        report.parts_copied, report.parts_computed = list(reused.copied), list(reused.computed)
     bar = clip_bar(sum(len(plan.shard(i)) for i in mine), sum(len(plan.shard(i)) for i in done), progress,
                    desc="tokenize")
     started = time.perf_counter()
@@ -551,7 +681,10 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
         for index in todo:
             clips = plan.shard(index)
             _remove_stale_temporaries(out, index)
-            results, elapsed = tokenize_shard(models, clips, batch, bar)
+            if reused is None:
+                results, elapsed = tokenize_shard(models, clips, batch, bar)
+            else:
+                results, elapsed = tokenize_shard_reusing(models, clips, index, reused, batch, bar)
             arrays, skipped = shard_arrays(clips, results, info)
             for entry in skipped:
                 log.warning("skipped clip %s (%s): %s", entry["id"], entry["corpus"], entry["reason"])
@@ -568,6 +701,7 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
                 "audio_seconds": round(seconds, 3), "elapsed_seconds": round(elapsed, 3), "rank": rank,
                 "world_size": world_size, "device": str(models.codec.device), "threads": torch.get_num_threads(),
                 "batch": batch,
+                **({"reused_from": str(reused.folder), "parts_copied": list(reused.copied)} if reused else {}),
             }, fields=info.array_fields)
             report.shards_written += 1
             report.clips_tokenized += kept

@@ -3,7 +3,7 @@
 Picked up by :func:`musiclm.cli._extensions`; torch-heavy modules are imported inside the handlers.
 
 * ``musiclm tokenize --corpus C [--corpus C2] --out TOKENS [--codec D --semantic D --mulan D] [--melody D]
-  [--splits ...]
+  [--reuse OLD_TOKENS] [--splits ...]
   [--shard-size 256] [--batch B] [--rank R --world-size W] [--threads N] [--device ...] [--no-progress] [--json]``
 * ``musiclm tokenize info TOKENS [--json]``
 
@@ -73,7 +73,8 @@ def _cmd_build(args: argparse.Namespace) -> None:
                                   melody=melody)
     report = build_store(args.corpus, args.out, models, splits=args.splits, shard_size=args.shard_size,
                          batch=args.batch, rank=args.rank, world_size=args.world_size,
-                         progress=not args.no_progress, max_skip_fraction=args.max_skip_fraction)
+                         progress=not args.no_progress, max_skip_fraction=args.max_skip_fraction,
+                         reuse=args.reuse)
     result = report.to_dict()
     result["device"] = str(device)
 
@@ -83,6 +84,9 @@ def _cmd_build(args: argparse.Namespace) -> None:
                  f"({r['shards_total']} in all) -> {r['out']}",
                  f"{r['clips_tokenized']} clips tokenized ({r['audio_seconds'] / 3600:.2f} h of audio), "
                  f"{r['clips_skipped']} skipped, {r['clips_per_second']} clips/s on {r['device']} (batch {r['batch']})"]
+        if r.get("reused_from"):
+            lines.append(f"copied {', '.join(r['parts_copied']) or 'nothing'} from {r['reused_from']}; computed "
+                         f"{', '.join(r['parts_computed']) or 'nothing'}")
         lines += [f"  skipped {s['id']} ({s['corpus']}): {s['reason']}" for s in r["skipped"][:20]]
         if len(r["skipped"]) > 20:
             lines.append(f"  ... and {len(r['skipped']) - 20} more (see the shard reports)")
@@ -138,6 +142,9 @@ def register(subparsers: Any) -> None:
                          help=f"{label} model folder (default: ${model_env(component)} or the bundled one)")
     tok.add_argument("--melody", metavar="DIR", help="also store melody tokens (for a semantic stage with melody "
                      "conditioning) made by this melody model folder ('default': $MUSICLM_MELODY or the bundled one)")
+    tok.add_argument("--reuse", metavar="TOKENS_DIR", help="a finished store of the same corpora, splits and shard "
+                     "size: copy the tokens of every model whose weights are unchanged and compute only the others "
+                     "(e.g. after retraining MuLan)")
     tok.add_argument("--splits", help="comma-separated splits to tokenize (default: train,valid,test)")
     tok.add_argument("--shard-size", type=int, default=256, help="clips per shard (default 256)")
     tok.add_argument("--batch", type=int, help="clips of equal length per model call (default: 8 on a GPU, 1 on "

@@ -234,3 +234,26 @@ def test_level_softmax_normalises_each_target_over_its_own_level():
     expected = -(torch.log_softmax(logits[0, 0, a0[0]:a0[1]], -1)[3] + torch.log_softmax(logits[0, 1, a1[0]:a1[1]],
                                                                                         -1)[5]) / 2
     assert torch.allclose(per_level, expected, atol=1e-5) and float(per_level) <= float(full)
+
+
+def test_init_from_starts_a_fresh_run_from_an_exported_stage(store_dir, tmp_path):
+    from musiclm.lm.recipe import StageRecipe
+    from musiclm.lm.stage import StageError
+
+    store = TokenStore.open(store_dir)
+    config = tiny_training("semantic", store, steps=6)
+    train_stage(config, [store_dir], tmp_path / "first")
+    exported = stage_from_run(tmp_path / "first")[0].save(tmp_path / "lm-semantic")
+    source = StageLM.from_pretrained(exported).model.state_dict()
+
+    started = StageRecipe(replace(config, init_from=str(exported)), store_dir).build_models()["lm"].state_dict()
+    assert all(torch.equal(started[k], source[k]) for k in source)
+    fresh = StageRecipe(config, store_dir).build_models()["lm"].state_dict()
+    assert not all(torch.equal(fresh[k], source[k]) for k in source)  # without it: random weights
+
+    tuned = train_stage(replace(config, init_from=str(exported)), [store_dir], tmp_path / "tuned")
+    assert tuned.step == config.train.max_steps
+    train_stage(tiny_training("coarse", store, steps=1), [store_dir], tmp_path / "coarse")
+    coarse = stage_from_run(tmp_path / "coarse")[0].save(tmp_path / "lm-coarse")
+    with pytest.raises(StageError, match="coarse stage, not the semantic"):
+        StageRecipe(replace(config, init_from=str(coarse)), store_dir).build_models()

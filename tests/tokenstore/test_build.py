@@ -229,10 +229,10 @@ def test_resume_completes_a_damaged_store_identically(models, corpus, reference,
 def test_a_killed_run_loses_only_its_current_shard(models, corpus, reference, tmp_path, monkeypatch):
     real = build_module.tokenize_batch
 
-    def dies_in_second_shard(m, wavs):
+    def dies_in_second_shard(m, wavs, parts=build_module.PARTS):
         if shard_path(tmp_path, 0).exists():
             raise KeyboardInterrupt  # stands in for a kill: not an error the build may swallow
-        return real(m, wavs)
+        return real(m, wavs, parts)
 
     monkeypatch.setattr(build_module, "tokenize_batch", dies_in_second_shard)
     with pytest.raises(KeyboardInterrupt):
@@ -250,10 +250,10 @@ def test_bad_clips_are_skipped_and_reported(models, tmp_path, monkeypatch):
                           bad={1: "silent", 3: "corrupt", 5: "missing", 6: "constant"})
     real = build_module.tokenize_batch
 
-    def refuses_constant_audio(m, wavs):
+    def refuses_constant_audio(m, wavs, parts=build_module.PARTS):
         if any(np.all(row == row[0]) for row in wavs):
             raise RuntimeError("constant input")
-        return real(m, wavs)
+        return real(m, wavs, parts)
 
     monkeypatch.setattr(build_module, "tokenize_batch", refuses_constant_audio)
     out = tmp_path / "store"
@@ -306,6 +306,60 @@ def test_several_corpora(models, corpus, tmp_path):
         plan_clips([tmp_path / "nothing"])
 
 
+# ---------------------------------------------------------------------------------------------- reuse
+def with_new_mulan(models: TokenizerModels, seed: int) -> TokenizerModels:
+    return TokenizerModels(models.codec, models.semantic, make_models(seed).mulan)
+
+
+def test_reuse_copies_unchanged_models_and_computes_the_new_one(models, corpus, reference, tmp_path, monkeypatch):
+    new = with_new_mulan(models, seed=1)
+    full = tmp_path / "full"
+    build_store([corpus], full, new, shard_size=4, batch=3, progress=False)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a copied model ran")
+
+    monkeypatch.setattr(new.codec, "encode", must_not_run)
+    monkeypatch.setattr(new.semantic, "tokenize", must_not_run)
+    out = tmp_path / "reused"
+    report = build_store([corpus], out, new, shard_size=4, batch=3, progress=False, reuse=reference)
+    assert report.parts_copied == ["codec", "semantic"] and report.parts_computed == ["mulan"]
+    assert report.clips_tokenized == len(LENGTHS) and report.shards_written == 3
+    assert_same_shards(out, full)  # exactly what a full build with the new MuLan makes
+    old, fresh = TokenStore.open(reference), TokenStore.open(out)
+    assert fresh.info.key != old.info.key and fresh.info.mulan["fingerprint"] == new.mulan.fingerprint()
+    assert not np.array_equal(fresh.mulan_tokens(0), old.mulan_tokens(0))
+    assert np.array_equal(fresh.codes(3), old.codes(3)) and np.array_equal(fresh.semantic(3), old.semantic(3))
+    # resuming the reusing build touches nothing
+    again = build_store([corpus], out, new, shard_size=4, progress=False, reuse=reference)
+    assert again.shards_written == 0 and again.shards_already_done == 3
+
+
+def test_reuse_keeps_skipped_clips_skipped(models, tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus", lengths=(1.0,) * 6, bad={2: "corrupt"})
+    build_store([corpus], tmp_path / "old", models, shard_size=6, progress=False)
+    report = build_store([corpus], tmp_path / "new", with_new_mulan(models, 2), shard_size=6, progress=False,
+                         reuse=tmp_path / "old")
+    assert report.clips_tokenized == 5 and [s["id"] for s in report.skipped] == ["c002"]
+    assert "skipped in" in report.skipped[0]["reason"] and "corrupt" in report.skipped[0]["reason"]
+    assert TokenStore.open(tmp_path / "new").ids == ["c000", "c001", "c003", "c004", "c005"]
+
+
+def test_reuse_refuses_other_layouts_and_unfinished_stores(models, corpus, reference, tmp_path):
+    new = with_new_mulan(models, seed=1)
+    with pytest.raises(TokenizeError, match="clip layout differs"):
+        build_store([corpus], tmp_path / "a", new, shard_size=5, progress=False, reuse=reference)
+    with pytest.raises(TokenizeError, match="another store than --out"):
+        build_store([corpus], reference, new, shard_size=4, progress=False, reuse=reference)
+    with pytest.raises(TokenizeError, match=r"^--reuse .*nothing"):
+        build_store([corpus], tmp_path / "b", new, shard_size=4, progress=False, reuse=tmp_path / "nothing")
+    partial = tmp_path / "partial"
+    shutil.copytree(reference, partial)
+    shard_path(partial, 1).unlink()
+    with pytest.raises(TokenizeError, match="lacks shard 1"):
+        build_store([corpus], tmp_path / "c", new, shard_size=4, progress=False, reuse=partial)
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="musiclm")
@@ -326,6 +380,15 @@ def test_cli_build_resume_and_info(model_dirs, corpus, reference, tmp_path, caps
                   "--no-progress", "--rank", "0", "--world-size", "1", *flags])
     args.handler(args)
     assert "wrote 0 shard(s), 3 already done" in capsys.readouterr().out
+
+    new_mulan = make_models(seed=1).mulan.save(tmp_path.parent / f"{tmp_path.name}-mulan1")
+    reused = tmp_path.parent / f"{tmp_path.name}-reused"
+    args = parse(["tokenize", "--corpus", str(corpus), "--out", str(reused), "--shard-size", "4", "--no-progress",
+                  "--reuse", str(tmp_path), *flags[:4], "--mulan", str(new_mulan), "--threads", "1"])
+    args.handler(args)
+    text = capsys.readouterr().out
+    assert "copied codec, semantic from" in text and "computed mulan" in text
+    assert TokenStore.open(reused).info.mulan["fingerprint"] != TokenStore.open(tmp_path).info.mulan["fingerprint"]
 
     args = parse(["tokenize", "info", str(tmp_path), "--json"])
     args.handler(args)
