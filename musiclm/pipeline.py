@@ -436,16 +436,53 @@ class MusicLM:
             semantic, codes = semantic.repeat_interleave(factor, 0), codes.repeat_interleave(factor, 0)
         return {"semantic": semantic, "acoustic": codes}
 
+    def resynthesize(self, audio: np.ndarray | torch.Tensor, sample_rate: int, texts: str | Sequence[str],
+                     duration: float | None = None, *, seed: int = 0,
+                     temperature: float | Sequence[float] | None = None, top_k: int | Sequence[int] | None = None,
+                     top_p: float | Sequence[float] | None = None, cfg: float | Sequence[float] | None = None,
+                     progress: ProgressCallback | None = None) -> tuple[torch.Tensor, int]:
+        """New acoustics for the semantic tokens of ``audio`` (``[samples]`` or ``[B, samples]``): the coarse and
+        fine stages, conditioned on ``texts``, render what the semantic tokenizer heard (AudioLM's
+        semantic-to-acoustic path; the semantic stage does not run). It shows what of a signal (its melody,
+        rhythm) survives the acoustic stages. ``duration`` defaults to the audio's length."""
+        if self.semantic_tokenizer is None:
+            raise GenerationError("resynthesis needs the semantic tokenizer, which this model folder lacks")
+        if not self.stages["coarse"].config.semantic_conditioning:
+            raise GenerationError("this coarse stage takes no semantic tokens (the ablation), so it cannot "
+                                  "render given ones")
+        wav = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio)
+        wav = wav.float()
+        wav = wav[None] if wav.dim() == 1 else wav
+        if wav.dim() != 2 or wav.shape[1] == 0:
+            raise AudioError(f"the audio must be [samples] or [batch, samples], got {tuple(wav.shape)}")
+        duration = self.check_duration(wav.shape[1] / sample_rate if duration is None else duration)
+        schedule = self._schedule([(0.0, texts)], duration)
+        if len(schedule[0][1]) not in (1, wav.shape[0]) and wav.shape[0] != 1:
+            raise GenerationError(f"{wav.shape[0]} signals for {len(schedule[0][1])} prompts")
+        rows = max(len(schedule[0][1]), wav.shape[0])
+        texts_per_row = schedule[0][1] * rows if len(schedule[0][1]) == 1 else schedule[0][1]
+        semantic = self.semantic_tokenizer.tokenize(wav, sample_rate).cpu()
+        frames = math.ceil(duration * self.stages["coarse"].config.tokens.semantic_rate)
+        if semantic.shape[1] < frames:  # shorter audio loops, as a melody does
+            semantic = semantic.repeat(1, -(-frames // semantic.shape[1]))
+        semantic = semantic[:, :frames].expand(rows, -1) if semantic.shape[0] == 1 else semantic[:, :frames]
+        tokens = [(0.0, self.mulan.text_tokens(texts_per_row))]
+        audio_out = self.render_tokens(tokens, duration, self.sampling(temperature, top_k, top_p, cfg), seed,
+                                       progress, semantic=semantic)
+        return audio_out, self.sample_rate
+
     def render_tokens(self, mulan: list[tuple[float, torch.Tensor]], duration: float, sampling: Sampling,
                       seed: int = 0, progress: ProgressCallback | None = None,
                       prompt: dict[str, torch.Tensor] | None = None,
-                      unconditional: bool = False, melody: torch.Tensor | None = None) -> torch.Tensor:
+                      unconditional: bool = False, melody: torch.Tensor | None = None,
+                      semantic: torch.Tensor | None = None) -> torch.Tensor:
         """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages.
 
         ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it). A
         coarse stage trained without semantic conditioning (the paper's ablation) skips the semantic stage.
         ``melody`` (``[B, windows, levels]`` melody tokens over the whole duration) conditions each semantic
-        window on the melody windows under it.
+        window on the melody windows under it. Given ``semantic`` tokens (``[B, frames]`` covering the
+        duration), the semantic stage does not run and the acoustic stages render those.
         """
         semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
         spaces = coarse_lm.config.tokens
@@ -484,8 +521,14 @@ class MusicLM:
             return (_null(semantic_layout, cond), None) if unconditional else (cond, _null(semantic_layout, cond))
 
         use_semantic = coarse_lm.config.semantic_conditioning
-        semantic = None
-        if use_semantic:
+        if semantic is not None:
+            if not use_semantic:
+                raise GenerationError("this coarse stage takes no semantic tokens (the ablation)")
+            if semantic.shape[0] != batch or semantic.shape[1] < semantic_frames:
+                raise GenerationError(f"given semantic tokens {tuple(semantic.shape)} do not cover {batch} rows of "
+                                      f"{semantic_frames} frames")
+            semantic = semantic[:, :semantic_frames].to(torch.long)
+        elif use_semantic:
             semantic = semantic_lm.generate(semantic_frames, semantic_condition, batch,
                                             prompt=None if prompt is None else prompt["semantic"],
                                             params=sampling.semantic, generator=generator["semantic"],

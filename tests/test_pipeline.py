@@ -197,3 +197,32 @@ def test_loud_decodes_are_scaled_below_full_scale(tiny_musiclm, monkeypatch):
     assert abs(float(loud.abs().max()) - OUTPUT_PEAK) < 1e-6  # scaled, not clipped: the shape is kept
     assert torch.allclose(loud[0], torch.linspace(-3.0, 2.0, 24_000) * OUTPUT_PEAK / 3.0, atol=1e-6)
     assert float(quiet.abs().max()) <= OUTPUT_PEAK
+
+
+def test_resynthesis_renders_the_semantic_tokens_of_the_audio(tiny_musiclm, sine, monkeypatch):
+    wav = sine(330.0, seconds=0.6, sr=24_000)
+    coarse = tiny_musiclm.stages["coarse"]
+    seen = []
+    real_generate = coarse.generate
+
+    def capture(frames, condition, batch, **kwargs):
+        seen.append(condition(0, 0, frames)[0])
+        return real_generate(frames, condition, batch, **kwargs)
+
+    monkeypatch.setattr(coarse, "generate", capture)
+    stages = []
+    audio, rate = tiny_musiclm.resynthesize(wav, 24_000, ["a calm piano piece", "fast drums"], duration=1.0,
+                                            progress=lambda s, d, t: stages.append(s))
+    assert audio.shape == (2, rate) and bool(torch.isfinite(audio).all())
+    assert "semantic" not in stages and "coarse" in stages  # the semantic stage did not run
+    # the coarse condition holds the audio's own semantic tokens (looped: 0.6 s of audio for 1 s of output)
+    tokens = tiny_musiclm.semantic_tokenizer.tokenize(torch.as_tensor(wav)[None], 24_000)[0]
+    layout = coarse.layout
+    offset = layout.vocab.offset("semantic")
+    q = coarse.config.tokens.mulan_levels
+    in_condition = seen[0][0, q:q + len(tokens)] - offset
+    assert torch.equal(in_condition.cpu(), tokens.cpu().long())
+    again, _ = tiny_musiclm.resynthesize(wav, 24_000, ["a calm piano piece", "fast drums"], duration=1.0)
+    assert torch.equal(audio, again)  # seeded
+    with pytest.raises(AudioError, match=r"\[samples\]"):
+        tiny_musiclm.resynthesize(np.zeros((1, 1, 10), np.float32), 24_000, "x")

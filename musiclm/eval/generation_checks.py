@@ -280,13 +280,16 @@ def _batches(lengths: Sequence[int], size: int) -> list[list[int]]:
 
 def run_melody_generation(model: Any, queries: Sequence[MelodyQuery], duration: float = 10.0,
                           seeds: Sequence[int] = (0,), batch: int = 4,
-                          progress: Progress | None = None) -> dict[str, Any]:
+                          progress: Progress | None = None, ceilings: bool = False) -> dict[str, Any]:
     """Generate every query with and without its melody (same prompt, same seed) and compare both with the
     melody by chroma similarity; see the module docstring.
 
     Returns per-row values (``rows``: one per query and seed), ``with_melody`` / ``text_only`` / ``unrelated``
     summaries (mean, std, n), ``ratio`` (mean with / mean without; None when the latter is 0) and
-    ``wilcoxon_p`` (paired, one-sided: with > without).
+    ``wilcoxon_p`` (paired, one-sided: with > without). ``ceilings`` adds what the parts after the semantic
+    stage keep of the melody: ``codec`` (the looped melody through the codec and back) and ``resynthesis``
+    (the coarse and fine stages rendering the melody's own semantic tokens, :meth:`MusicLM.resynthesize`,
+    same prompt and seed): the best the semantic stage could reach by generating the melody's tokens.
     """
     from musiclm.audio import load_audio
     from musiclm.eval.adherence import chroma_similarity
@@ -310,8 +313,15 @@ def run_melody_generation(model: Any, queries: Sequence[MelodyQuery], duration: 
     unrelated_values = [chroma_similarity(loop_to(m, length), loop_to(load_audio(q.unrelated_path, sr)[0], length),
                                           sr) for m, q in zip(melodies, queries, strict=True)]
     batches = _batches([m.size for m in melodies], batch)
-    total = 2 * len(queries) * len(seeds)
+    total = (3 if ceilings else 2) * len(queries) * len(seeds)
     done = 0
+    codec_values: list[float] = []
+    if ceilings:
+        for m in melodies:
+            looped = loop_to(m, length)
+            back = model.codec.decode(model.codec.encode(looped, sr, bitrate=None), length=length)
+            codec_values.append(chroma_similarity(looped, back[0].float().cpu().numpy(), sr))
+    resynthesis: dict[tuple[int, int], float] = {}
     started = time.perf_counter()
     scores: dict[tuple[int, int], tuple[float, float]] = {}
     for seed in seeds:
@@ -330,6 +340,14 @@ def run_melody_generation(model: Any, queries: Sequence[MelodyQuery], duration: 
                 reference = loop_to(melodies[i], with_audio.shape[-1])
                 scores[(i, seed)] = (chroma_similarity(reference, with_audio[row].numpy(), sr),
                                      chroma_similarity(reference, text_audio[row].numpy(), sr))
+            if ceilings:
+                again, _ = model.resynthesize(stacked, sr, prompts, duration, seed=seed)
+                done += len(indices)
+                if progress is not None:
+                    progress(done, total)
+                for row, i in enumerate(indices):
+                    reference = loop_to(melodies[i], again.shape[-1])
+                    resynthesis[(i, seed)] = chroma_similarity(reference, again[row].numpy(), sr)
     rows = []
     for i, query in enumerate(queries):
         for seed in seeds:
@@ -337,11 +355,17 @@ def run_melody_generation(model: Any, queries: Sequence[MelodyQuery], duration: 
             rows.append({"melody_id": query.melody_id, "prompt": query.prompt, "path": str(query.path),
                          "seed": seed, "with_melody": with_value, "text_only": text_value,
                          "unrelated_id": query.unrelated_id, "unrelated": unrelated_values[i]})
+            if ceilings:
+                rows[-1].update({"codec": codec_values[i], "resynthesis": resynthesis[(i, seed)]})
     with_values = [r["with_melody"] for r in rows]
     text_values = [r["text_only"] for r in rows]
     with_stats, text_stats = _stats(with_values), _stats(text_values)
     ratio = with_stats["mean"] / text_stats["mean"] if text_stats["mean"] > 0 else None
+    extra: dict[str, Any] = {}
+    if ceilings:
+        extra = {"codec": _stats(codec_values), "resynthesis": _stats([r["resynthesis"] for r in rows])}
     return {
+        **extra,
         "rows": rows,
         "with_melody": with_stats,
         "text_only": text_stats,
@@ -368,8 +392,12 @@ def melody_table(result: dict[str, Any]) -> str:
     lines = ["| condition | chroma similarity: mean ± sd | n |", "|---|---|---|",
              f"| with melody | {cell(result['with_melody'])} | {result['with_melody']['n']} |",
              f"| text only (same prompt and seed) | {cell(result['text_only'])} | {result['text_only']['n']} |",
-             f"| unrelated melody (chance level) | {cell(result['unrelated'])} | {result['unrelated']['n']} |",
-             "",
+             f"| unrelated melody (chance level) | {cell(result['unrelated'])} | {result['unrelated']['n']} |"]
+    if "codec" in result:
+        lines += [f"| ceiling: the melody through the codec | {cell(result['codec'])} | {result['codec']['n']} |",
+                  f"| ceiling: acoustic stages rendering the melody's semantic tokens | "
+                  f"{cell(result['resynthesis'])} | {result['resynthesis']['n']} |"]
+    lines += ["",
              f"Ratio with / without melody: {ratio_text}; paired Wilcoxon signed-rank p (one-sided, with > without): "
              f"{result['wilcoxon_p']:.3g}."]
     return "\n".join(lines)

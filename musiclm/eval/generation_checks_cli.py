@@ -116,8 +116,8 @@ def _cmd_pairs(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- melody
-_MELODY_OPTIONS = ("model", "melodies", "split", "n", "seed", "seeds", "duration", "batch", "out", "threads",
-                   "device")
+_MELODY_OPTIONS = ("model", "melodies", "split", "n", "seed", "seeds", "duration", "batch", "ceilings", "out",
+                   "threads", "device")
 
 
 def _cmd_melody(args: argparse.Namespace) -> None:
@@ -137,7 +137,8 @@ def _cmd_melody(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = _command_line("eval-melody", args, _MELODY_OPTIONS)
     result = run_melody_generation(model, queries, args.duration, seeds=list(range(args.seeds)), batch=args.batch,
-                                   progress=_bar("melody generation", not args.no_progress))
+                                   progress=_bar("melody generation", not args.no_progress),
+                                   ceilings=args.ceilings)
     result["settings"] = {"command": command, "model": str(folder), "melodies": str(args.melodies),
                           "split": args.split, "threads": torch.get_num_threads(), "device": str(model.device)}
     table = melody_table(result)
@@ -148,7 +149,7 @@ def _cmd_melody(args: argparse.Namespace) -> None:
                       f"{args.seeds} seed(s), {result['duration']:g} s clips, {result['seconds']:.0f} s wall time. "
                       f"{result['metric'].capitalize()}.\n\n{table}\n\nCommand:\n\n```bash\n{command}\n```\n")
     headline = {key: result[key] for key in ("with_melody", "text_only", "unrelated", "ratio", "wilcoxon_p",
-                                             "seconds")}
+                                             "codec", "resynthesis", "seconds") if key in result}
     headline["paths"] = paths
     emit(headline, args, lambda _: f"{table}\n\nreport: {paths['markdown']}")
 
@@ -191,6 +192,8 @@ def register(subparsers: Any) -> None:
     melody.add_argument("--seeds", type=int, default=1, help="generation seeds per melody (default 1)")
     melody.add_argument("--duration", type=float, default=10.0, help="seconds per clip (default 10)")
     melody.add_argument("--batch", type=int, default=4, help="prompts per generation call (default 4)")
+    melody.add_argument("--ceilings", action="store_true", help="also measure what the codec and the acoustic "
+                        "stages (rendering the melody's own semantic tokens) keep of the melody")
     melody.add_argument("--out", required=True, help="report folder")
     melody.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_threads_argument(melody)

@@ -20,6 +20,7 @@ from musiclm.eval.generation_checks import (
     MelodyUnsupportedError,
     loop_to,
     melody_queries,
+    melody_table,
     run_attribute_pairs,
     run_melody_generation,
 )
@@ -134,6 +135,22 @@ class FakeModel:
         assert sr == SR and rows.shape[0] == len(texts)
         return torch.from_numpy(np.stack([loop_to(r, int(duration * SR)) for r in rows])), SR
 
+    def resynthesize(self, audio, sr, texts, duration, *, seed=0):
+        """A perfect semantic-to-acoustic path: the melody again, rotated by half a note, so it scores < 1."""
+        self.calls.append(("resynthesis", len(texts), seed, 1))
+        rows = np.atleast_2d(audio)
+        looped = np.stack([loop_to(r, int(duration * SR)) for r in rows])
+        return torch.from_numpy(np.roll(looped, SR // 8, axis=1)), SR
+
+    class codec:  # stands in for the model's codec attribute
+        @staticmethod
+        def encode(wav, sr, bitrate=None):
+            return torch.as_tensor(np.asarray(wav))[None]
+
+        @staticmethod
+        def decode(codes, length):
+            return codes[:, :length]
+
 
 # --------------------------------------------------------------------------------------------- pairs
 def test_pairs_command_writes_json_markdown_and_plot(run_cli, tiny_model_dir, tmp_path):
@@ -199,11 +216,23 @@ def test_a_perfect_melody_follower_scores_near_one_and_beats_text_only(melody_co
     assert result["unrelated"]["n"] == 4 and result["unrelated"]["mean"] < result["with_melody"]["mean"]
 
 
+def test_ceilings_measure_the_codec_and_the_acoustic_stages(melody_corpus):
+    model = FakeModel()
+    queries = melody_queries(melody_corpus, 4, rng=np.random.default_rng(0))
+    plain = run_melody_generation(model, queries, duration=3.0, seeds=(0,), batch=4)
+    assert "codec" not in plain and not any(c[0] == "resynthesis" for c in model.calls)
+    result = run_melody_generation(model, queries, duration=3.0, seeds=(0, 1), batch=4, ceilings=True)
+    assert result["codec"]["n"] == 4 and result["codec"]["mean"] > 0.95  # a lossless codec keeps every frame
+    assert result["resynthesis"]["n"] == 8 and 0.0 < result["resynthesis"]["mean"] < result["codec"]["mean"]
+    assert all("resynthesis" in row and "codec" in row for row in result["rows"])
+    assert "ceiling: acoustic stages" in melody_table(result)
+
+
 def test_melody_command_on_a_tiny_melody_model(run_cli, melody_model_dir, melody_corpus, tmp_path):
     out = tmp_path / "melody"
     code, stdout, stderr = run_cli(["eval-melody", "--model", str(melody_model_dir), "--melodies", str(melody_corpus),
                                     "--n", "3", "--duration", "1", "--batch", "2", "--out", str(out),
-                                    "--threads", "1", "--no-progress", "--json"])
+                                    "--threads", "1", "--no-progress", "--json", "--ceilings"])
     assert code == 0, stderr
     headline = json.loads(stdout)
     report = json.loads((out / "melody.json").read_text())
@@ -214,6 +243,7 @@ def test_melody_command_on_a_tiny_melody_model(run_cli, melody_model_dir, melody
     assert 0.0 <= report["wilcoxon_p"] <= 1.0
     markdown = (out / "melody.md").read_text()
     assert "| with melody |" in markdown and "| unrelated melody (chance level) |" in markdown
+    assert "ceiling: the melody through the codec" in markdown and 0.0 <= headline["resynthesis"]["mean"] <= 1.0
     assert "musiclm eval-melody --model" in markdown and "Ratio with / without melody" in markdown
 
 
