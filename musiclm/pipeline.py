@@ -28,7 +28,7 @@ from musiclm.bundled import PRETRAINED
 from musiclm.errors import AudioError, MusicLMError
 from musiclm.lm.data import melody_rows
 from musiclm.lm.sampling import SamplingParams
-from musiclm.lm.stage import StageLM, check_stage_chain
+from musiclm.lm.stage import StageLM, check_stage_chain, tokens_used
 
 MAX_DURATION = 300.0
 """The longest audio one call generates, in seconds (five minutes; sliding windows make any length
@@ -112,6 +112,11 @@ class MusicLM:
                                   f"match the stages' ({spaces.mulan_levels} x {spaces.mulan_codebook})")
         if codec.codebook_size != spaces.acoustic_codebook or codec.num_quantizers < fine.config.tokens.acoustic_levels:
             raise GenerationError("the codec's codebooks do not match the acoustic stages'")
+        expected = {tokens_used(s.config).get("mulan") for s in (semantic, coarse)} - {None}
+        if expected and hasattr(mulan, "fingerprint") and mulan.fingerprint() not in expected:
+            raise GenerationError(f"the stages were trained on tokens of another MuLan ({', '.join(sorted(expected))}) "
+                                  f"than this one ({mulan.fingerprint()}): its text tokens would mean nothing to them; "
+                                  f"fine-tune the stages on a store made with this MuLan (docs/GENERATION.md)")
         self.device = torch.device("cpu")
         self.to(device)
 

@@ -226,3 +226,19 @@ def test_resynthesis_renders_the_semantic_tokens_of_the_audio(tiny_musiclm, sine
     assert torch.equal(audio, again)  # seeded
     with pytest.raises(AudioError, match=r"\[samples\]"):
         tiny_musiclm.resynthesize(np.zeros((1, 1, 10), np.float32), 24_000, "x")
+
+
+def test_stages_refuse_a_mulan_they_were_not_trained_with(tiny_musiclm):
+    from dataclasses import replace
+
+    stages = {}
+    for name in ("semantic", "coarse", "fine"):
+        stage = tiny_musiclm.stages[name]
+        stages[name] = type(stage)(replace(stage.config, store_fingerprint="c/s/0123456789abcdef"), stage.model)
+    with pytest.raises(GenerationError, match="another MuLan"):
+        MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"])
+    own = f"c/s/{tiny_musiclm.mulan.fingerprint()}"
+    for name in ("semantic", "coarse"):
+        stage = tiny_musiclm.stages[name]
+        stages[name] = type(stage)(replace(stage.config, store_fingerprint=own), stage.model)
+    MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"])

@@ -197,7 +197,30 @@ def check_stage_chain(semantic: StageLM, coarse: StageLM, fine: StageLM) -> None
         raise ConfigError("the semantic and coarse stages disagree on MuLan or semantic token spaces")
     if (b.acoustic_codebook, b.coarse_levels) != (c.acoustic_codebook, c.coarse_levels):
         raise ConfigError("the coarse and fine stages disagree on the acoustic token space")
-    prints = {s.config.store_fingerprint for s in (semantic, coarse, fine) if s.config.store_fingerprint}
-    if len(prints) > 1:
-        raise ConfigError("the three stages were trained on different token stores (different codec, semantic "
-                          "tokenizer or MuLan); retrain them on one store")
+    for component in STORE_COMPONENTS:
+        prints = {(stage.name, used[component]) for stage in (semantic, coarse, fine)
+                  if component in (used := tokens_used(stage.config))}
+        if len({p for _, p in prints}) > 1:
+            names = ", ".join(sorted(f"{name}: {p}" for name, p in prints))
+            raise ConfigError(f"the stages were trained on tokens of different {STORE_COMPONENTS[component]} models "
+                              f"({names}); retrain or fine-tune them on one token store")
+
+
+STORE_COMPONENTS = {"codec": "codec", "semantic": "semantic tokenizer", "mulan": "MuLan"}
+"""The models whose fingerprints a token store's fingerprint joins, in its order (``codec/semantic/mulan``)."""
+
+
+def tokens_used(config: StageConfig) -> dict[str, str]:
+    """The fingerprints of the models whose tokens a stage reads or writes (empty when none was recorded):
+    the semantic stage uses MuLan and semantic tokens, the coarse stage MuLan, semantic (unless it is the
+    ablation without them) and codec tokens, the fine stage codec tokens only. Stages may come from different
+    stores as long as they agree on every model they share (a fine stage outlives a retrained MuLan)."""
+    parts = config.store_fingerprint.split("/") if config.store_fingerprint else []
+    if len(parts) != len(STORE_COMPONENTS):
+        return {}
+    prints = dict(zip(STORE_COMPONENTS, parts, strict=True))
+    used = {"semantic": ("semantic", "mulan"), "coarse": ("codec", "semantic", "mulan"),
+            "fine": ("codec",)}[config.stage]
+    if config.stage == "coarse" and not config.semantic_conditioning:
+        used = ("codec", "mulan")
+    return {k: prints[k] for k in used}

@@ -138,3 +138,25 @@ def test_semantic_stage_with_melody_slots_sizes_its_window():
     assert stage.layout.condition(mulan, melody).shape[1] == config.condition_length()
     out = stage.generate(40, lambda start, first, end: (stage.layout.condition(mulan, melody), None), batch=1)
     assert out.shape == (1, 40, 1)
+
+
+def test_stages_must_agree_on_the_models_they_share():
+    from dataclasses import replace
+
+    def stage(name: str, prints: str, **changes) -> StageLM:
+        base = tiny_stage(name, 1.0, 0.5)
+        return StageLM(replace(base.config, store_fingerprint=prints, **changes).resolved(), base.model)
+
+    old, new_mulan, new_codec = "c1/s1/m1", "c1/s1/m2", "c2/s1/m2"
+    check_stage_chain(stage("semantic", old), stage("coarse", old), stage("fine", old))
+    # a retrained MuLan: the fine stage reads no MuLan tokens, so it may stay
+    check_stage_chain(stage("semantic", new_mulan), stage("coarse", new_mulan), stage("fine", old))
+    with pytest.raises(ConfigError, match=r"different MuLan models \(coarse: m1, semantic: m2\)"):
+        check_stage_chain(stage("semantic", new_mulan), stage("coarse", old), stage("fine", old))
+    with pytest.raises(ConfigError, match="different codec models"):
+        check_stage_chain(stage("semantic", new_mulan), stage("coarse", new_mulan), stage("fine", new_codec))
+    # the ablation coarse stage reads no semantic tokens
+    ablation = stage("coarse", "c1/s9/m2", semantic_conditioning=False)
+    check_stage_chain(stage("semantic", new_mulan), ablation, stage("fine", old))
+    with pytest.raises(ConfigError, match="different semantic tokenizer models"):
+        check_stage_chain(stage("semantic", new_mulan), stage("coarse", "c1/s9/m2"), stage("fine", old))
