@@ -92,3 +92,21 @@ def load_with_quantizer(folder: str | os.PathLike[str], config_type: type[Config
         quantizer = EmbeddingQuantizer(books.shape[0], books.shape[1], books.shape[2])
         quantizer.codebooks.copy_(books)
     return model, quantizer
+
+
+# ------------------------------------------------------------------------------- a run's fitted quantiser
+FITTED_STEP_KEY = "checkpoint_step"  # in a run's quantizer.json: the checkpoint the quantiser was fitted on
+
+
+def quantizer_staleness(run_dir: str | os.PathLike[str], report_name: str, step: int) -> str | None:
+    """Why a run's fitted quantiser does not belong to its checkpoint at ``step`` (None when it does, or when
+    its report predates this record). A quantiser fitted on an older checkpoint would give tokens of the
+    embeddings of weights that no longer exist."""
+    report = Path(run_dir) / report_name
+    try:
+        fitted = json.loads(report.read_text(encoding="utf-8")).get(FITTED_STEP_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if fitted is None or int(fitted) == int(step):
+        return None
+    return f"the run's quantiser was fitted on step {int(fitted)}, its latest checkpoint is step {int(step)}"

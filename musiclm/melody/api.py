@@ -17,6 +17,7 @@ one window, so a 2.5 s hum gives one embedding of the hum heard about twice; mel
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,12 +33,20 @@ from musiclm.melody.config import MelodyConfig, MelodyTrainingConfig
 from musiclm.melody.model import MelodyEmbedder, window_count
 from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError, load_quantizer
 from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
-from musiclm.weights import load_with_quantizer, round_fp16, save_with_quantizer, state_with_quantizer, weights_digest
+from musiclm.weights import (
+    load_with_quantizer,
+    quantizer_staleness,
+    round_fp16,
+    save_with_quantizer,
+    state_with_quantizer,
+    weights_digest,
+)
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "melody.safetensors"
 QUANTIZER_FILE = "quantizer.safetensors"  # in a run folder: the quantiser fitted after training
 QUANTIZER_REPORT = "quantizer.json"
+log = logging.getLogger("musiclm.melody")
 
 AudioInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
@@ -239,7 +248,10 @@ class MelodyModel:
         ema = checkpoint.path / "ema-melody.safetensors"
         path = ema if prefer_ema and ema.exists() else checkpoint.path / "model-melody.safetensors"
         load_weights(model, path)
-        quantizer = load_quantizer(run_dir / QUANTIZER_FILE) if with_quantizer and (
+        stale = quantizer_staleness(run_dir, QUANTIZER_REPORT, checkpoint.step)
+        if stale and with_quantizer:
+            log.warning("%s: %s; not loading it (run `musiclm melody fit-quantizer %s`)", run_dir, stale, run_dir)
+        quantizer = load_quantizer(run_dir / QUANTIZER_FILE) if with_quantizer and not stale and (
             run_dir / QUANTIZER_FILE).exists() else None
         out = cls(model, quantizer, device)
         out.source = str(path)

@@ -13,6 +13,7 @@ and identical tokens.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,12 +30,20 @@ from musiclm.mulan.model import MuLanModel
 from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError, load_quantizer
 from musiclm.mulan.text_tower import check_texts
 from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
-from musiclm.weights import load_with_quantizer, round_fp16, save_with_quantizer, state_with_quantizer, weights_digest
+from musiclm.weights import (
+    load_with_quantizer,
+    quantizer_staleness,
+    round_fp16,
+    save_with_quantizer,
+    state_with_quantizer,
+    weights_digest,
+)
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "mulan.safetensors"
 QUANTIZER_FILE = "quantizer.safetensors"  # in a run folder: the quantiser fitted after training
 QUANTIZER_REPORT = "quantizer.json"
+log = logging.getLogger("musiclm.mulan")
 
 AudioInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
@@ -209,7 +218,10 @@ class MuLan:
         path = ema if prefer_ema and ema.exists() else checkpoint.path / "model-mulan.safetensors"
         load_weights(model, path)
         quantizer = None
-        if with_quantizer and (run_dir / QUANTIZER_FILE).exists():
+        stale = quantizer_staleness(run_dir, QUANTIZER_REPORT, checkpoint.step)
+        if stale and with_quantizer:
+            log.warning("%s: %s; not loading it (run `musiclm mulan fit-quantizer %s`)", run_dir, stale, run_dir)
+        elif with_quantizer and (run_dir / QUANTIZER_FILE).exists():
             quantizer = load_quantizer(run_dir / QUANTIZER_FILE)
         out = cls(model, quantizer, device)
         out.source = str(path)

@@ -157,15 +157,27 @@ def _cmd_fit_quantizer(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- export
+def _stale_quantizer(run: Path) -> str | None:
+    """Why the run's fitted quantiser is not the one of its latest checkpoint (None when it is)."""
+    from musiclm.mulan.api import QUANTIZER_REPORT
+    from musiclm.train.checkpoint import CheckpointManager
+    from musiclm.weights import quantizer_staleness
+
+    checkpoint = CheckpointManager(run).latest()
+    return None if checkpoint is None else quantizer_staleness(run, QUANTIZER_REPORT, checkpoint.step)
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     from musiclm.mulan.api import QUANTIZER_FILE, WEIGHTS_FILE, MuLan
     from musiclm.mulan.model import count_parameters
 
     set_threads(args)
     run = Path(args.run)
-    if not (run / QUANTIZER_FILE).exists():
+    stale = _stale_quantizer(run)
+    if stale or not (run / QUANTIZER_FILE).exists():
         if args.no_fit:
-            raise MuLanUsageError(f"{run}: no fitted quantiser; run `musiclm mulan fit-quantizer {run}` first")
+            raise MuLanUsageError(f"{run}: {stale or 'no fitted quantiser'}; run `musiclm mulan fit-quantizer {run}` "
+                        f"first")
         from musiclm.mulan.fit import fit_run_quantizer
 
         fit_run_quantizer(run, device="cpu", progress=counter("fitting the quantiser", not args.json))

@@ -276,6 +276,16 @@ def test_cli_train_fit_export_eval_and_embed(pairs_dir, tmp_path, capsys):
     call("embed", str(clip), "--model", str(model_dir), "-o", str(out), "--json")
     assert np.load(out, allow_pickle=False).shape == (3, 16)
 
+    # training on makes the fitted quantiser stale: export --no-fit refuses it, export refits
+    longer = save_yaml(tiny_training(22), tmp_path / "longer.yaml")
+    call("train", "--corpus", str(pairs_dir), "--run-dir", str(run), "--config", str(longer), "--threads", "1",
+         "--no-progress", "--json")
+    capsys.readouterr()
+    assert melody_main(["export", str(run), "-o", str(tmp_path / "stale"), "--no-fit"]) == 1
+    assert "fitted on step 20, its latest checkpoint is step 22" in capsys.readouterr().err
+    call("export", str(run), "-o", str(tmp_path / "refit"), "--json")
+    assert json.loads((run / "quantizer.json").read_text())["checkpoint_step"] == 22
+
 
 def test_cli_errors_name_the_cause(pairs_dir, tmp_path, capsys):
     bad = tmp_path / "hum.wav"

@@ -118,3 +118,15 @@ def test_train_fit_export_eval(capsys, corpus, tmp_path):
     if MUSICCAPS.exists():
         assert len(report["musiccaps"]) == 20 and len(report["musiccaps"][0]["top"]) == 3
     assert json.loads((tmp_path / "report.json").read_text())["clips"] == 4
+
+    # training on after the fit makes the quantiser stale: export refuses it with --no-fit, else refits
+    assert json.loads((run / "quantizer.json").read_text())["checkpoint_step"] == 4
+    longer = save_yaml(tiny_training_config(steps=6), tmp_path / "longer.yaml")
+    assert run_json(capsys, "mulan", "train", "--corpus", str(corpus), "--run-dir", str(run), "--config",
+                    str(longer), "--no-progress", "--device", "cpu")["step"] == 6
+    assert MuLan.from_run(run).quantizer is None  # not the quantiser of these weights
+    assert main(["mulan", "export", str(run), "-o", str(tmp_path / "stale"), "--no-fit"]) == 1
+    assert "fitted on step 4, its latest checkpoint is step 6" in capsys.readouterr().err
+    run_json(capsys, "mulan", "export", str(run), "-o", str(tmp_path / "refit"))
+    assert json.loads((run / "quantizer.json").read_text())["checkpoint_step"] == 6
+    assert MuLan.from_pretrained(tmp_path / "refit").quantizer is not None
