@@ -95,14 +95,16 @@ def load_with_quantizer(folder: str | os.PathLike[str], config_type: type[Config
 
 
 # ------------------------------------------------------------------------------- a run's fitted quantiser
-FITTED_STEP_KEY = "checkpoint_step"  # in a run's quantizer.json: the checkpoint the quantiser was fitted on
+RUN_QUANTIZER_FILE = "quantizer.safetensors"  # in a run folder: the quantiser fitted after training
+RUN_QUANTIZER_REPORT = "quantizer.json"  # beside it: the fit's report
+FITTED_STEP_KEY = "checkpoint_step"  # in the report: the checkpoint the quantiser was fitted on
 
 
-def quantizer_staleness(run_dir: str | os.PathLike[str], report_name: str, step: int) -> str | None:
+def quantizer_staleness(run_dir: str | os.PathLike[str], step: int) -> str | None:
     """Why a run's fitted quantiser does not belong to its checkpoint at ``step`` (None when it does, or when
     its report predates this record). A quantiser fitted on an older checkpoint would give tokens of the
     embeddings of weights that no longer exist."""
-    report = Path(run_dir) / report_name
+    report = Path(run_dir) / RUN_QUANTIZER_REPORT
     try:
         fitted = json.loads(report.read_text(encoding="utf-8")).get(FITTED_STEP_KEY)
     except (OSError, ValueError, AttributeError):
@@ -110,3 +112,31 @@ def quantizer_staleness(run_dir: str | os.PathLike[str], report_name: str, step:
     if fitted is None or int(fitted) == int(step):
         return None
     return f"the run's quantiser was fitted on step {int(fitted)}, its latest checkpoint is step {int(step)}"
+
+
+def run_quantizer_problem(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why the run has no quantiser for its latest checkpoint (none fitted, or a stale one); None when it has."""
+    from musiclm.train.checkpoint import CheckpointManager
+
+    if not (Path(run_dir) / RUN_QUANTIZER_FILE).exists():
+        return "no fitted quantiser"
+    checkpoint = CheckpointManager(run_dir).latest()
+    return None if checkpoint is None else quantizer_staleness(run_dir, checkpoint.step)
+
+
+def load_run_quantizer(run_dir: str | os.PathLike[str], step: int, fit_command: str) -> EmbeddingQuantizer | None:
+    """The run's fitted quantiser when it belongs to the checkpoint at ``step`` (a stale one is not loaded:
+    a warning names ``fit_command``, e.g. ``musiclm mulan fit-quantizer``); None when there is none."""
+    import logging
+
+    from musiclm.mulan.quantizer import load_quantizer
+
+    path = Path(run_dir) / RUN_QUANTIZER_FILE
+    if not path.exists():
+        return None
+    stale = quantizer_staleness(run_dir, step)
+    if stale:
+        logging.getLogger("musiclm").warning("%s: %s; not loading it (run `%s %s`)", run_dir, stale, fit_command,
+                                             run_dir)
+        return None
+    return load_quantizer(path)

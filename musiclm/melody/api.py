@@ -17,7 +17,6 @@ one window, so a 2.5 s hum gives one embedding of the hum heard about twice; mel
 from __future__ import annotations
 
 import copy
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +30,13 @@ from musiclm.device import resolve_device
 from musiclm.errors import AudioError
 from musiclm.melody.config import MelodyConfig, MelodyTrainingConfig
 from musiclm.melody.model import MelodyEmbedder, window_count
-from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError, load_quantizer
+from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError
 from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
 from musiclm.weights import (
+    RUN_QUANTIZER_FILE,
+    RUN_QUANTIZER_REPORT,
+    load_run_quantizer,
     load_with_quantizer,
-    quantizer_staleness,
     round_fp16,
     save_with_quantizer,
     state_with_quantizer,
@@ -44,9 +45,8 @@ from musiclm.weights import (
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "melody.safetensors"
-QUANTIZER_FILE = "quantizer.safetensors"  # in a run folder: the quantiser fitted after training
-QUANTIZER_REPORT = "quantizer.json"
-log = logging.getLogger("musiclm.melody")
+QUANTIZER_FILE = RUN_QUANTIZER_FILE  # in a run folder: the quantiser fitted after training
+QUANTIZER_REPORT = RUN_QUANTIZER_REPORT
 
 AudioInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
@@ -71,6 +71,7 @@ class MelodyModel:
             self.config.quantizer.num_quantizers = self.quantizer.num_quantizers
             self.config.quantizer.codebook_size = self.quantizer.codebook_size
         self.source: str | None = None
+        self.checkpoint_step: int | None = None  # the training step, when loaded from a run
         self.device = torch.device("cpu")
         self.to(device)
 
@@ -217,6 +218,7 @@ class MelodyModel:
         """A copy of this model with ``quantizer`` attached."""
         out = MelodyModel(self.model, quantizer, self.device)
         out.source = self.source
+        out.checkpoint_step = self.checkpoint_step
         return out
 
     # -------------------------------------------------------------------------------------------- I/O
@@ -248,13 +250,11 @@ class MelodyModel:
         ema = checkpoint.path / "ema-melody.safetensors"
         path = ema if prefer_ema and ema.exists() else checkpoint.path / "model-melody.safetensors"
         load_weights(model, path)
-        stale = quantizer_staleness(run_dir, QUANTIZER_REPORT, checkpoint.step)
-        if stale and with_quantizer:
-            log.warning("%s: %s; not loading it (run `musiclm melody fit-quantizer %s`)", run_dir, stale, run_dir)
-        quantizer = load_quantizer(run_dir / QUANTIZER_FILE) if with_quantizer and not stale and (
-            run_dir / QUANTIZER_FILE).exists() else None
+        quantizer = load_run_quantizer(run_dir, checkpoint.step, "musiclm melody fit-quantizer") if with_quantizer \
+            else None
         out = cls(model, quantizer, device)
         out.source = str(path)
+        out.checkpoint_step = int(checkpoint.step)
         return out
 
 

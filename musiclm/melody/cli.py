@@ -86,27 +86,17 @@ def _cmd_fit_quantizer(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- export
-def _stale_quantizer(run: Path) -> str | None:
-    """Why the run's fitted quantiser is not the one of its latest checkpoint (None when it is)."""
-    from musiclm.melody.api import QUANTIZER_REPORT
-    from musiclm.train.checkpoint import CheckpointManager
-    from musiclm.weights import quantizer_staleness
-
-    checkpoint = CheckpointManager(run).latest()
-    return None if checkpoint is None else quantizer_staleness(run, QUANTIZER_REPORT, checkpoint.step)
-
-
 def _cmd_export(args: argparse.Namespace) -> None:
-    from musiclm.melody.api import QUANTIZER_FILE, WEIGHTS_FILE, MelodyModel
+    from musiclm.melody.api import WEIGHTS_FILE, MelodyModel
     from musiclm.melody.model import count_parameters
+    from musiclm.weights import run_quantizer_problem
 
     set_threads(args)
     run = Path(args.run)
-    stale = _stale_quantizer(run)
-    if stale or not (run / QUANTIZER_FILE).exists():
+    problem = run_quantizer_problem(run)
+    if problem:
         if args.no_fit:
-            raise MelodyUsageError(f"{run}: {stale or 'no fitted quantiser'}; run `musiclm melody fit-quantizer {run}` "
-                        f"first")
+            raise MelodyUsageError(f"{run}: {problem}; run `musiclm melody fit-quantizer {run}` first")
         from musiclm.melody.recipe import fit_run_quantizer
 
         fit_run_quantizer(run, device="cpu", progress=counter("fitting the quantiser", not args.json))

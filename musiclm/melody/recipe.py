@@ -417,11 +417,10 @@ def fit_run_quantizer(
     quantizer, report = fit_quantizer(train, qcfg.num_quantizers, qcfg.codebook_size,
                                       min_points_per_code=qcfg.min_points_per_code, iters=qcfg.kmeans_iters,
                                       seed=qcfg.seed)
-    from musiclm.mulan.fit import fitted_step
     from musiclm.weights import FITTED_STEP_KEY
 
     result: dict[str, Any] = {"fit": report.to_dict(), "corpora": corpora, "fit_views": qcfg.fit_views,
-                              FITTED_STEP_KEY: fitted_step(run_dir)}
+                              FITTED_STEP_KEY: melody.checkpoint_step}
     if report.codebook_size < report.requested_codebook_size:
         log.warning("quantiser: %d window embeddings allow %d codes per level (requested %d)", report.points,
                     report.codebook_size, report.requested_codebook_size)

@@ -13,7 +13,6 @@ and identical tokens.
 from __future__ import annotations
 
 import copy
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +26,14 @@ from musiclm.device import resolve_device
 from musiclm.errors import AudioError
 from musiclm.mulan.config import MuLanConfig, MuLanTrainingConfig
 from musiclm.mulan.model import MuLanModel
-from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError, load_quantizer
+from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError
 from musiclm.mulan.text_tower import check_texts
 from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
 from musiclm.weights import (
+    RUN_QUANTIZER_FILE,
+    RUN_QUANTIZER_REPORT,
+    load_run_quantizer,
     load_with_quantizer,
-    quantizer_staleness,
     round_fp16,
     save_with_quantizer,
     state_with_quantizer,
@@ -41,9 +42,8 @@ from musiclm.weights import (
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "mulan.safetensors"
-QUANTIZER_FILE = "quantizer.safetensors"  # in a run folder: the quantiser fitted after training
-QUANTIZER_REPORT = "quantizer.json"
-log = logging.getLogger("musiclm.mulan")
+QUANTIZER_FILE = RUN_QUANTIZER_FILE  # in a run folder: the quantiser fitted after training
+QUANTIZER_REPORT = RUN_QUANTIZER_REPORT
 
 AudioInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
@@ -65,6 +65,7 @@ class MuLan:
             self.config.quantizer.codebook_size = self.quantizer.codebook_size
             self.config.quantizer.num_quantizers = self.quantizer.num_quantizers
         self.source: str | None = None
+        self.checkpoint_step: int | None = None  # the training step, when loaded from a run
         self.device = torch.device("cpu")
         self.to(device)
 
@@ -185,6 +186,7 @@ class MuLan:
         """A copy of this model with ``quantizer`` attached."""
         out = MuLan(self.model, quantizer, self.device)
         out.source = self.source
+        out.checkpoint_step = self.checkpoint_step
         return out
 
     # -------------------------------------------------------------------------------------------- I/O
@@ -217,14 +219,11 @@ class MuLan:
         ema = checkpoint.path / "ema-mulan.safetensors"
         path = ema if prefer_ema and ema.exists() else checkpoint.path / "model-mulan.safetensors"
         load_weights(model, path)
-        quantizer = None
-        stale = quantizer_staleness(run_dir, QUANTIZER_REPORT, checkpoint.step)
-        if stale and with_quantizer:
-            log.warning("%s: %s; not loading it (run `musiclm mulan fit-quantizer %s`)", run_dir, stale, run_dir)
-        elif with_quantizer and (run_dir / QUANTIZER_FILE).exists():
-            quantizer = load_quantizer(run_dir / QUANTIZER_FILE)
+        quantizer = load_run_quantizer(run_dir, checkpoint.step, "musiclm mulan fit-quantizer") if with_quantizer \
+            else None
         out = cls(model, quantizer, device)
         out.source = str(path)
+        out.checkpoint_step = int(checkpoint.step)
         return out
 
 

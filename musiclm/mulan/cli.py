@@ -157,27 +157,17 @@ def _cmd_fit_quantizer(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- export
-def _stale_quantizer(run: Path) -> str | None:
-    """Why the run's fitted quantiser is not the one of its latest checkpoint (None when it is)."""
-    from musiclm.mulan.api import QUANTIZER_REPORT
-    from musiclm.train.checkpoint import CheckpointManager
-    from musiclm.weights import quantizer_staleness
-
-    checkpoint = CheckpointManager(run).latest()
-    return None if checkpoint is None else quantizer_staleness(run, QUANTIZER_REPORT, checkpoint.step)
-
-
 def _cmd_export(args: argparse.Namespace) -> None:
-    from musiclm.mulan.api import QUANTIZER_FILE, WEIGHTS_FILE, MuLan
+    from musiclm.mulan.api import WEIGHTS_FILE, MuLan
     from musiclm.mulan.model import count_parameters
+    from musiclm.weights import run_quantizer_problem
 
     set_threads(args)
     run = Path(args.run)
-    stale = _stale_quantizer(run)
-    if stale or not (run / QUANTIZER_FILE).exists():
+    problem = run_quantizer_problem(run)
+    if problem:
         if args.no_fit:
-            raise MuLanUsageError(f"{run}: {stale or 'no fitted quantiser'}; run `musiclm mulan fit-quantizer {run}` "
-                        f"first")
+            raise MuLanUsageError(f"{run}: {problem}; run `musiclm mulan fit-quantizer {run}` first")
         from musiclm.mulan.fit import fit_run_quantizer
 
         fit_run_quantizer(run, device="cpu", progress=counter("fitting the quantiser", not args.json))

@@ -28,19 +28,13 @@ from musiclm.mulan.api import QUANTIZER_FILE, QUANTIZER_REPORT, MuLan, run_confi
 from musiclm.mulan.config import AugmentConfig, QuantizerConfig
 from musiclm.mulan.quantizer import EmbeddingQuantizer, fit_quantizer, level_stats, save_quantizer
 from musiclm.mulan.recipe import augment_audio, stable_key
-from musiclm.train.checkpoint import CheckpointManager, run_corpora
+from musiclm.train.checkpoint import run_corpora
 from musiclm.weights import FITTED_STEP_KEY
 
 log = logging.getLogger("musiclm.mulan")
 MIN_CROP_SECONDS = 3.0
 RARE_CODE_COUNT = 4
 """A code that fewer training embeddings than this chose is one the generators barely saw as conditioning."""
-
-
-def fitted_step(run_dir: str | os.PathLike[str]) -> int:
-    """The step of the run's latest checkpoint (what a quantiser fitted now belongs to)."""
-    checkpoint = CheckpointManager(run_dir).latest()
-    return int(checkpoint.step) if checkpoint is not None else 0
 
 
 def fit_embeddings(mulan: MuLan, corpora: list[str | os.PathLike[str]], views: int, seed: int = 0,
@@ -143,7 +137,7 @@ def fit_run_quantizer(
                                       min_points_per_code=qcfg.min_points_per_code, iters=qcfg.kmeans_iters,
                                       seed=qcfg.seed)
     result: dict[str, Any] = {"fit": report.to_dict(), "corpora": [str(c) for c in corpora],
-                              "fit_views": qcfg.fit_views, FITTED_STEP_KEY: fitted_step(run_dir)}
+                              "fit_views": qcfg.fit_views, FITTED_STEP_KEY: mulan.checkpoint_step}
     if report.codebook_size < report.requested_codebook_size:
         log.warning("quantiser: %d embeddings allow %d codes per level (requested %d, min %d points per code)",
                     report.points, report.codebook_size, report.requested_codebook_size, qcfg.min_points_per_code)
