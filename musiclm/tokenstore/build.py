@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -545,32 +545,29 @@ def plan_reuse(folder: str | os.PathLike[str], info: StoreInfo) -> Reuse:
     return Reuse(folder, old, copied, tuple(p for p in wanted if p not in copied))
 
 
-def reused_results(arrays: dict[str, np.ndarray], info: StoreInfo, parts: Sequence[str]) -> dict[str, ClipResult]:
-    """Per clip id of a shard's arrays: a :class:`ClipResult` holding the ``parts`` of its tokens."""
+def reused_results(arrays: dict[str, np.ndarray], info: StoreInfo) -> dict[str, ClipResult]:
+    """Per clip id of a shard's arrays: its tokens as a :class:`ClipResult` (slices of the arrays, no copies)."""
     out: dict[str, ClipResult] = {}
-    codes, code_at = arrays["codes"], arrays["code_offsets"]
-    semantic, semantic_at = arrays["semantic"], arrays["semantic_offsets"]
+    code_at, semantic_at = arrays["code_offsets"], arrays["semantic_offsets"]
     melody, melody_at = arrays.get("melody"), arrays.get("melody_offsets")
     for i, clip_id in enumerate(arrays["ids"].tolist()):
         out[clip_id] = ClipResult(
-            codes=codes[:, code_at[i]:code_at[i + 1]] if "codec" in parts else None,
-            semantic=semantic[semantic_at[i]:semantic_at[i + 1]] if "semantic" in parts else None,
-            mulan_tokens=arrays["mulan_tokens"][i] if "mulan" in parts else None,
-            mulan_embedding=arrays["mulan_embedding"][i] if "mulan" in parts else None,
+            codes=arrays["codes"][:, code_at[i]:code_at[i + 1]],
+            semantic=arrays["semantic"][semantic_at[i]:semantic_at[i + 1]],
+            mulan_tokens=arrays["mulan_tokens"][i], mulan_embedding=arrays["mulan_embedding"][i],
             samples=int(round(float(arrays["seconds"][i]) * info.sample_rate)),
-            melody=(melody[melody_at[i]:melody_at[i + 1]] if "melody" in parts and melody is not None
-                    and melody_at is not None else None))
+            melody=None if melody is None or melody_at is None else melody[melody_at[i]:melody_at[i + 1]])
     return out
+
+
+PART_FIELDS = {"codec": ("codes",), "semantic": ("semantic",), "mulan": ("mulan_tokens", "mulan_embedding"),
+               "melody": ("melody",)}
+"""The :class:`ClipResult` fields each part fills."""
 
 
 def _merge(new: ClipResult, old: ClipResult, parts: Sequence[str]) -> ClipResult:
     """``new`` with the ``parts`` taken from ``old``."""
-    return ClipResult(
-        codes=old.codes if "codec" in parts else new.codes,
-        semantic=old.semantic if "semantic" in parts else new.semantic,
-        mulan_tokens=old.mulan_tokens if "mulan" in parts else new.mulan_tokens,
-        mulan_embedding=old.mulan_embedding if "mulan" in parts else new.mulan_embedding,
-        samples=new.samples, melody=old.melody if "melody" in parts else new.melody)
+    return replace(new, **{name: getattr(old, name) for part in parts for name in PART_FIELDS[part]})
 
 
 def tokenize_shard_reusing(models: TokenizerModels, clips: Sequence[PlannedClip], index: int, reuse: Reuse,
@@ -584,7 +581,7 @@ def tokenize_shard_reusing(models: TokenizerModels, clips: Sequence[PlannedClip]
     if not path.exists():
         raise TokenizeError(f"--reuse {reuse.folder} lacks shard {index}; finish that store first "
                             f"(`musiclm tokenize info {reuse.folder}`)")
-    old = reused_results(read_shard(path, reuse.info), reuse.info, reuse.copied)
+    old = reused_results(read_shard(path, reuse.info), reuse.info)
     old_report = shard_report(reuse.folder, index, reuse.info) or {}
     old_reasons = {s.get("id"): s.get("reason", "") for s in old_report.get("skipped", [])}
     kept = [c for c in clips if c.record.id in old]
