@@ -113,9 +113,9 @@ class MusicLM:
         if codec.codebook_size != spaces.acoustic_codebook or codec.num_quantizers < fine.config.tokens.acoustic_levels:
             raise GenerationError("the codec's codebooks do not match the acoustic stages'")
         expected = {tokens_used(s.config).get("mulan") for s in (semantic, coarse)} - {None}
-        if expected and hasattr(mulan, "fingerprint") and mulan.fingerprint() not in expected:
+        if expected and (own := mulan.fingerprint()) not in expected:
             raise GenerationError(f"the stages were trained on tokens of another MuLan ({', '.join(sorted(expected))}) "
-                                  f"than this one ({mulan.fingerprint()}): its text tokens would mean nothing to them; "
+                                  f"than this one ({own}): its text tokens would mean nothing to them; "
                                   f"fine-tune the stages on a store made with this MuLan (docs/GENERATION.md)")
         self.device = torch.device("cpu")
         self.to(device)
@@ -340,13 +340,7 @@ class MusicLM:
             raise GenerationError("this model has no melody model")
         if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
             raise AudioError(f"the melody's sample rate must be a positive integer, got {sample_rate!r}")
-        wav = melody_audio if isinstance(melody_audio, torch.Tensor) else torch.as_tensor(
-            np.asarray(melody_audio, dtype=np.float32))
-        wav = wav.detach().float().cpu()
-        if wav.dim() == 1:
-            wav = wav[None]
-        if wav.dim() != 2 or wav.shape[1] == 0:
-            raise AudioError(f"the melody must be [samples] or [batch, samples], got {tuple(wav.shape)}")
+        wav = _audio_rows(melody_audio, "the melody", allow_empty=False).detach().cpu()
         if not bool(torch.isfinite(wav).all()):
             raise AudioError("the melody contains NaN or infinite samples")
         seconds = wav.shape[1] / sample_rate
@@ -413,12 +407,7 @@ class MusicLM:
             raise GenerationError("continuation needs the semantic tokenizer, which this model folder lacks")
         if rate is None:
             raise GenerationError("give the prompt's sample rate")
-        wav = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio)
-        wav = wav.float()
-        if wav.dim() == 1:
-            wav = wav[None]
-        if wav.dim() != 2:
-            raise AudioError(f"the audio prompt must be [samples] or [batch, samples], got {tuple(wav.shape)}")
+        wav = _audio_rows(audio, "the audio prompt")
         if not bool(torch.isfinite(wav).all()):
             raise AudioError("the audio prompt contains NaN or infinite samples")
         seconds = wav.shape[1] / rate
@@ -455,11 +444,7 @@ class MusicLM:
         if not self.stages["coarse"].config.semantic_conditioning:
             raise GenerationError("this coarse stage takes no semantic tokens (the ablation), so it cannot "
                                   "render given ones")
-        wav = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio)
-        wav = wav.float()
-        wav = wav[None] if wav.dim() == 1 else wav
-        if wav.dim() != 2 or wav.shape[1] == 0:
-            raise AudioError(f"the audio must be [samples] or [batch, samples], got {tuple(wav.shape)}")
+        wav = _audio_rows(audio, "the audio", allow_empty=False)
         duration = self.check_duration(wav.shape[1] / sample_rate if duration is None else duration)
         schedule = self._schedule([(0.0, texts)], duration)
         if len(schedule[0][1]) not in (1, wav.shape[0]) and wav.shape[0] != 1:
@@ -587,6 +572,16 @@ class MusicLM:
         audio_emb = self.mulan.embed_audio(audio, self.sample_rate)
         text_emb = self.mulan.embed_text(list(texts))
         return (audio_emb * text_emb).sum(dim=-1)
+
+
+def _audio_rows(audio: np.ndarray | torch.Tensor, what: str, allow_empty: bool = True) -> torch.Tensor:
+    """``[samples]`` or ``[B, samples]`` audio as a float32 tensor ``[B, samples]`` (``what`` names it in errors)."""
+    wav = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio)
+    wav = wav.float()
+    wav = wav[None] if wav.dim() == 1 else wav
+    if wav.dim() != 2 or (not allow_empty and wav.shape[1] == 0):
+        raise AudioError(f"{what} must be [samples] or [batch, samples], got {tuple(wav.shape)}")
+    return wav
 
 
 def _check_melody_model(melody, semantic: StageLM) -> None:
