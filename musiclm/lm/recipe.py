@@ -46,12 +46,11 @@ def store_info_dict(store: Any) -> dict[str, Any]:
 
 
 def store_fingerprint(info: dict[str, Any]) -> str:
-    """One string naming the three models whose tokens a store holds."""
-    parts = []
-    for name in ("codec", "semantic", "mulan"):
-        entry = info.get(name) or {}
-        parts.append(str(entry.get("fingerprint", "")))
-    return "/".join(parts)
+    """One string naming the three models whose tokens a store holds (read back by
+    :func:`musiclm.lm.stage.tokens_used`, in the order of ``STORE_COMPONENTS``)."""
+    from musiclm.lm.stage import STORE_COMPONENTS
+
+    return "/".join(str((info.get(name) or {}).get("fingerprint", "")) for name in STORE_COMPONENTS)
 
 
 def melody_slots(window_seconds: float, melody_window: float, melody_hop: float) -> int:
