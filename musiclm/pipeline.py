@@ -113,9 +113,10 @@ class MusicLM:
         if codec.codebook_size != spaces.acoustic_codebook or codec.num_quantizers < fine.config.tokens.acoustic_levels:
             raise GenerationError("the codec's codebooks do not match the acoustic stages'")
         expected = {tokens_used(s.config).get("mulan") for s in (semantic, coarse)} - {None}
-        if expected and (own := mulan.fingerprint()) not in expected:
+        if not all(mulan.matches_fingerprint(recorded) for recorded in expected):
             raise GenerationError(f"the stages were trained on tokens of another MuLan ({', '.join(sorted(expected))}) "
-                                  f"than this one ({own}): its text tokens would mean nothing to them; "
+                                  f"than this one ({mulan.token_fingerprint()}): its text tokens would mean nothing "
+                                  f"to them; "
                                   f"fine-tune the stages on a store made with this MuLan (docs/GENERATION.md)")
         self.device = torch.device("cpu")
         self.to(device)

@@ -237,8 +237,22 @@ def test_stages_refuse_a_mulan_they_were_not_trained_with(tiny_musiclm):
         stages[name] = type(stage)(replace(stage.config, store_fingerprint="c/s/0123456789abcdef"), stage.model)
     with pytest.raises(GenerationError, match="another MuLan"):
         MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"])
-    own = f"c/s/{tiny_musiclm.mulan.fingerprint()}"
-    for name in ("semantic", "coarse"):
-        stage = tiny_musiclm.stages[name]
-        stages[name] = type(stage)(replace(stage.config, store_fingerprint=own), stage.model)
-    MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"])
+    # stages record the audio side (token fingerprint); stores made before that recorded the whole model
+    mulan = tiny_musiclm.mulan
+    for recorded in (mulan.token_fingerprint(), mulan.fingerprint()):
+        for name in ("semantic", "coarse"):
+            stage = tiny_musiclm.stages[name]
+            stages[name] = type(stage)(replace(stage.config, store_fingerprint=f"c/s/{recorded}"), stage.model)
+        MusicLM(mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"])
+
+
+def test_a_text_tuned_mulan_keeps_the_stages_valid(tiny_musiclm):
+    from musiclm.mulan.text_tuning import _fresh, with_projection
+
+    mulan = tiny_musiclm.mulan
+    tuned = with_projection(mulan, _fresh(mulan.model.text.projection, 3), mulan.model.logit_scale)
+    assert tuned.fingerprint() != mulan.fingerprint() and tuned.token_fingerprint() == mulan.token_fingerprint()
+    s = tiny_musiclm.stages
+    model = MusicLM(tuned, tiny_musiclm.codec, s["semantic"], s["coarse"], s["fine"])
+    text = ["a calm piano piece"]
+    assert not torch.equal(model.mulan.tokens(model.mulan.embed_text(text)), mulan.tokens(mulan.embed_text(text)))

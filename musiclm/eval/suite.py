@@ -533,7 +533,7 @@ def semantic_memorization(model: MusicLM, tokens: str | Path, sequences: int = 2
     centroids = model.semantic_tokenizer.centroids.numpy()
     report = memorization_study(seqs, continue_fn, centroids, prompt_tokens, continuation, batch_size=batch_size,
                                 rng=np.random.default_rng(seed))
-    mulan_match = store.info.mulan.get("fingerprint") == model.mulan.fingerprint()
+    mulan_match = model.mulan.matches_fingerprint(store.info.mulan.get("fingerprint", ""))
     return {**report.to_dict(), "tokens": str(tokens), "prompt_seconds": prompt_seconds,
             "continuation_seconds": continuation_seconds, "store_mulan_matches_model": mulan_match,
             "training_clips": len(train)}

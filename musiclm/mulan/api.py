@@ -44,6 +44,8 @@ CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "mulan.safetensors"
 QUANTIZER_FILE = RUN_QUANTIZER_FILE  # in a run folder: the quantiser fitted after training
 QUANTIZER_REPORT = RUN_QUANTIZER_REPORT
+AUDIO_SIDE_PREFIXES = ("model.audio.", "quantizer.")
+"""The tensors of a model folder that audio embeddings and audio tokens depend on."""
 
 AudioInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
@@ -98,8 +100,22 @@ class MuLan:
         return self
 
     def fingerprint(self) -> str:
-        """A short hash of the weights, the quantiser and the config (keys embedding caches)."""
+        """A short hash of all weights (both towers), the quantiser and the config."""
         return weights_digest(to_dict(self.config), self._state())
+
+    def token_fingerprint(self) -> str:
+        """A short hash of what audio embeddings and audio tokens depend on: the audio tower, the embedding
+        size and the quantiser. Token stores, embedding caches and generation stages record this one, so a
+        MuLan whose text side was retuned (``musiclm mulan tune-text``) keeps them all valid."""
+        state = {k: v for k, v in self._state().items() if k.startswith(AUDIO_SIDE_PREFIXES)}
+        config = {"audio": to_dict(self.config.audio), "embed_dim": self.config.embed_dim,
+                  "quantizer": to_dict(self.config.quantizer)}
+        return weights_digest(config, state)
+
+    def matches_fingerprint(self, recorded: str) -> bool:
+        """Whether ``recorded`` (from a token store or a stage) names this MuLan's audio side: its
+        :meth:`token_fingerprint`, or the whole-model :meth:`fingerprint` that older stores recorded."""
+        return recorded in (self.token_fingerprint(), self.fingerprint())
 
     # --------------------------------------------------------------------------------------- embeddings
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""``musiclm mulan ...``: embed, search, tag, train, fit-quantizer, export and eval the MuLan model.
+"""``musiclm mulan ...``: embed, search, tag, train, fit-quantizer, export, tune-text and eval the MuLan model.
 
 Picked up by :func:`musiclm.cli._extensions`; handlers import torch-heavy modules lazily so ``musiclm --help``
 stays fast. Commands that use a trained model take ``--model DIR`` (default ``$MUSICLM_MULAN`` or the bundled
@@ -178,7 +178,40 @@ def _cmd_export(args: argparse.Namespace) -> None:
           "size_mb": round(size / 2**20, 2), "audio_parameters": count_parameters(mulan.model.audio),
           "text_parameters_saved": sum(v.numel() for k, v in mulan.model.text.state_dict().items()),
           "text_backbone": mulan.config.text.backbone, "codebook_size": mulan.codebook_size,
-          "levels": mulan.num_quantizers, "fingerprint": mulan.fingerprint()}, args)
+          "levels": mulan.num_quantizers, "fingerprint": mulan.fingerprint(),
+          "token_fingerprint": mulan.token_fingerprint()}, args)
+
+
+# -------------------------------------------------------------------------------------------- tune-text
+def _cmd_tune_text(args: argparse.Namespace) -> None:
+    import json
+
+    from musiclm.config import merge, parse_overrides
+    from musiclm.fileio import atomic_write_text
+    from musiclm.mulan.text_tuning import TextTuningConfig, tune_text
+
+    config = TextTuningConfig()
+    overrides = parse_overrides(args.set or [])
+    if overrides:
+        config = merge(config, overrides)
+    mulan = _load(args)
+    tuned, report = tune_text(mulan, args.corpus, config, progress=lambda label: counter(label, not args.json))
+    folder = tuned.save(args.output)
+    atomic_write_text(folder / "tune-text.json", json.dumps(report, indent=2))
+    report = {"model": str(mulan.source), "output": str(folder), **report}
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"{r['clips']} clips, {r['views']} text views; wrote {r['output']} "
+                 f"(audio side unchanged: token fingerprint {r['token_fingerprint']})"]
+        for name in ("valid_before", "valid_after"):
+            v = r[name]
+            if v:
+                lines.append(f"{name.replace('_', ' '):12s} R@10 caption {v['caption_r10']:.3f}  seen phrasing "
+                             f"{v['seen_phrasing_r10']:.3f}  held-out phrasing {v['held_out_phrasing_r10']:.3f}  "
+                             f"gap {v['gap_points']:.1f} points ({v['clips']} clips)")
+        return "\n".join(lines)
+
+    emit(report, args, human=human)
 
 
 # ------------------------------------------------------------------------------------------------- eval
@@ -243,6 +276,15 @@ def register(subparsers: Any) -> None:
     ex.add_argument("--threads", type=int, help="CPU threads for torch")
     add_json_flag(ex)
     ex.set_defaults(handler=_cmd_export)
+
+    tt = sub.add_parser("tune-text", help="retrain only the text projection against fixed audio embeddings "
+                                          "(audio tokens, stores and stages stay valid)")
+    tt.add_argument("--corpus", action="append", required=True, help="corpus folder (repeatable)")
+    tt.add_argument("-o", "--output", required=True, help="model folder to write")
+    tt.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="setting override, e.g. steps=3000 or feature_noise=0.5 (see docs/MULAN.md)")
+    add_model_flags(tt, "mulan", "MuLan")
+    tt.set_defaults(handler=_cmd_tune_text)
 
     ev = sub.add_parser("eval", help="retrieval, zero-shot and paraphrase robustness on held-out clips")
     ev.add_argument("--corpus", required=True, help="corpus folder")

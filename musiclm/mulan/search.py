@@ -1,6 +1,6 @@
 """Text-to-music search over a corpus folder, with the corpus's MuLan audio embeddings cached beside it.
 
-The cache lives in ``<corpus>/.mulan/embeddings-<model>-<manifest>.npz`` (model = :meth:`MuLan.fingerprint`,
+The cache lives in ``<corpus>/.mulan/embeddings-<model>-<manifest>.npz`` (model = :meth:`MuLan.token_fingerprint`,
 manifest = hash of ``manifest.jsonl``), written atomically and read without pickle. When the manifest changes,
 the embeddings of clips whose audio path is unchanged are reused from the model's previous cache file, and
 only new clips are embedded; the old file is then removed. Clips whose audio cannot be embedded (unreadable,
@@ -73,7 +73,7 @@ def corpus_embeddings(
     """
     corpus = Path(corpus)
     manifest_key = manifest_fingerprint(corpus)
-    model_key = mulan.fingerprint()
+    model_key = mulan.token_fingerprint()
     path = cache_file(corpus, model_key, manifest_key)
     rows, failed = _read_cache(path) if path.exists() else ({}, {})
     stale = [p for p in sorted((corpus / CACHE_DIR).glob(f"embeddings-{model_key}-*.npz")) if p != path]

@@ -157,7 +157,7 @@ class TokenizerModels:
             "semantic": {"fingerprint": semantic_fingerprint(sem), "sample_rate": sem.sample_rate,
                          "token_rate": sem.token_rate, "num_clusters": sem.num_clusters, "layer": sem.layer,
                          "source": sem_config.pop("source", ""), "config": sem_config},
-            "mulan": {"fingerprint": mulan.fingerprint(), "sample_rate": mulan.sample_rate,
+            "mulan": {"fingerprint": mulan.token_fingerprint(), "sample_rate": mulan.sample_rate,
                       "embed_dim": mulan.embed_dim, "num_quantizers": mulan.num_quantizers,
                       "codebook_size": mulan.codebook_size, "source": mulan.source, "config": to_dict(mulan.config)},
             "melody": None,

@@ -162,7 +162,7 @@ def test_store_json_records_models_and_layout(models, reference):
     ident = models.identity()
     for name in ("codec", "semantic", "mulan"):
         assert data[name]["fingerprint"] == ident[name]["fingerprint"]
-    assert data["mulan"]["fingerprint"] == models.mulan.fingerprint()
+    assert data["mulan"]["fingerprint"] == models.mulan.token_fingerprint()  # the audio side only
     assert data["codec"]["codebook_size"] == 1024 and data["semantic"]["num_clusters"] == 16
     assert data["mulan"]["codebook_size"] == 8 and data["shard_size"] == 4 and data["num_clips"] == len(LENGTHS)
     assert data["codec"]["config"]["num_quantizers"] == 12 and data["corpora"][0]["clips"] == len(LENGTHS)
@@ -327,7 +327,7 @@ def test_reuse_copies_unchanged_models_and_computes_the_new_one(models, corpus, 
     assert report.clips_tokenized == len(LENGTHS) and report.shards_written == 3
     assert_same_shards(out, full)  # exactly what a full build with the new MuLan makes
     old, fresh = TokenStore.open(reference), TokenStore.open(out)
-    assert fresh.info.key != old.info.key and fresh.info.mulan["fingerprint"] == new.mulan.fingerprint()
+    assert fresh.info.key != old.info.key and fresh.info.mulan["fingerprint"] == new.mulan.token_fingerprint()
     assert not np.array_equal(fresh.mulan_tokens(0), old.mulan_tokens(0))
     assert np.array_equal(fresh.codes(3), old.codes(3)) and np.array_equal(fresh.semantic(3), old.semantic(3))
     # resuming the reusing build touches nothing
