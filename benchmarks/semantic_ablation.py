@@ -8,7 +8,8 @@
 full model against the real clips only (the generation issue's "MCC at least 70 % of real clips").
 Both pipelines share every other part and the prompts and seeds; the script prints MCC (mean cosine
 between the MuLan text embedding of the prompt and the MuLan audio embedding of the generated clip) for
-each, and for the real clips of the prompts (the ceiling).
+each, and for the real clips of the prompts (the ceiling). ``--judge MULAN`` measures with another MuLan than
+the one that conditions generation (to compare two conditioning MuLans on one yardstick).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from musiclm.audio import load_audio
 from musiclm.data.manifest import read_manifest
 from musiclm.lm.stage import StageLM
+from musiclm.mulan.api import MuLan
 from musiclm.pipeline import MusicLM
 
 
@@ -33,9 +35,9 @@ def corpus_prompts(corpus: str, n: int, seed: int) -> tuple[list[str], list[np.n
     return [r.caption for r in chosen], audio
 
 
-def mcc(model: MusicLM, texts: list[str], audio: torch.Tensor | list[np.ndarray]) -> float:
-    text = model.mulan.embed_text(texts)
-    sound = model.mulan.embed_audio(audio)
+def mcc(mulan: MuLan, texts: list[str], audio: torch.Tensor | list[np.ndarray]) -> float:
+    text = mulan.embed_text(texts)
+    sound = mulan.embed_audio(audio)
     return float((text * sound).sum(dim=-1).mean())
 
 
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--judge", help="measure with this MuLan folder instead of the model's own (which still "
+                                            "conditions generation): separates conditioning from the yardstick")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,22 +74,23 @@ def main() -> None:
         if ablation.stages["coarse"].config.semantic_conditioning:
             raise SystemExit(f"{args.ablation_coarse} was trained with semantic conditioning; not an ablation")
         systems.append(("without semantic stage", ablation))
+    judge = MuLan.from_pretrained(args.judge) if args.judge else full.mulan
     texts, real = corpus_prompts(args.prompts, args.n, 0)
-    results = {"real clips (ceiling)": mcc(full, texts, real),
-               "real clips through the codec (the codec's ceiling)": mcc(full, texts, resynthesize(full, real))}
+    results = {"real clips (ceiling)": mcc(judge, texts, real),
+               "real clips through the codec (the codec's ceiling)": mcc(judge, texts, resynthesize(full, real))}
     for name, model in systems:
         scores = []
         for seed in range(args.seeds):
             for start in range(0, len(texts), args.batch):
                 chunk = texts[start:start + args.batch]
                 audio, _ = model.generate(chunk, duration=args.duration, seed=seed)
-                scores.append(mcc(model, chunk, audio) * len(chunk))
+                scores.append(mcc(judge, chunk, audio) * len(chunk))
         results[name] = float(np.sum(scores) / (len(texts) * args.seeds))
     real_mcc = results["real clips (ceiling)"]
     ratio = results["with semantic stage"] / real_mcc if real_mcc else None
     if args.json:
         print(json.dumps({"prompts": len(texts), "seeds": args.seeds, "duration": args.duration, "mcc": results,
-                          "generated_over_real": ratio}))
+                          "generated_over_real": ratio, "judge": args.judge or "the model's own MuLan"}))
         return
     print(f"{len(texts)} test captions x {args.seeds} seed(s), {args.duration:g} s each")
     print("| system | MCC (MuLan text-audio cosine) |\n|---|---|")
