@@ -78,7 +78,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     from musiclm.lm.data import StageDataset, collate_sequences
     from musiclm.lm.recipe import evaluate_stage, open_store, store_fingerprint, store_info_dict, target_bounds
-    from musiclm.lm.stage import StageLM
+    from musiclm.lm.stage import StageLM, store_mismatch
 
     set_threads(args)
     if bool(args.model) == bool(args.run):
@@ -86,8 +86,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     stage = StageLM.from_pretrained(args.model) if args.model else stage_from_run(args.run)[0]
     store = open_store(args.tokens)
     info = store_info_dict(store)
-    if stage.config.store_fingerprint and info and store_fingerprint(info) != stage.config.store_fingerprint:
-        raise LMUsageError(f"{args.tokens} holds tokens of other models than the ones this stage was trained on")
+    if info:
+        mismatched = store_mismatch(stage.config, store_fingerprint(info))
+        if mismatched:
+            raise LMUsageError(f"{args.tokens} holds tokens of another {' and '.join(mismatched)} than the ones this "
+                               f"stage was trained on (a store made before MuLan token fingerprints names the whole "
+                               f"MuLan: remake it with `musiclm tokenize --reuse`)")
     dataset = StageDataset(store.select(args.split), stage.config, seed=args.seed, condition_dropout=False)
     picks = np.random.default_rng(args.seed).permutation(len(dataset))[: args.windows]
     items = [dataset[int(i)] for i in picks]

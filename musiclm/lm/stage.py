@@ -210,6 +210,14 @@ STORE_COMPONENTS = {"codec": "codec", "semantic": "semantic tokenizer", "mulan":
 """The models whose fingerprints a token store's fingerprint joins, in its order (``codec/semantic/mulan``)."""
 
 
+def store_mismatch(config: StageConfig, store_print: str) -> list[str]:
+    """The models (by name) whose tokens a stage uses and a store (its joined fingerprint) holds from another
+    model; empty when they agree or the stage recorded nothing."""
+    parts = store_print.split("/")
+    have = dict(zip(STORE_COMPONENTS, parts, strict=True)) if len(parts) == len(STORE_COMPONENTS) else {}
+    return [STORE_COMPONENTS[c] for c, fp in tokens_used(config).items() if have.get(c) != fp]
+
+
 def tokens_used(config: StageConfig) -> dict[str, str]:
     """The fingerprints of the models whose tokens a stage reads or writes (empty when none was recorded):
     the semantic stage uses MuLan and semantic tokens, the coarse stage MuLan, semantic (unless it is the

@@ -160,3 +160,19 @@ def test_stages_must_agree_on_the_models_they_share():
     check_stage_chain(stage("semantic", new_mulan), ablation, stage("fine", old))
     with pytest.raises(ConfigError, match="different semantic tokenizer models"):
         check_stage_chain(stage("semantic", new_mulan), stage("coarse", "c1/s9/m2"), stage("fine", old))
+
+
+def test_store_mismatch_names_only_the_models_a_stage_uses(tiny_musiclm):
+    from dataclasses import replace
+
+    from musiclm.lm.stage import store_mismatch
+
+    fine = tiny_musiclm.stages["fine"].config
+    semantic = tiny_musiclm.stages["semantic"].config
+    assert store_mismatch(fine, "c1/s1/m1") == []  # nothing recorded: nothing to check
+    fine, semantic = (replace(c, store_fingerprint="c1/s1/m1") for c in (fine, semantic))
+    assert store_mismatch(fine, "c1/s1/m1") == [] and store_mismatch(semantic, "c1/s1/m1") == []
+    assert store_mismatch(fine, "c1/s2/m2") == []  # the fine stage reads codec tokens only
+    assert store_mismatch(semantic, "c2/s1/m2") == ["MuLan"]
+    assert store_mismatch(semantic, "c1/s2/m2") == ["semantic tokenizer", "MuLan"]
+    assert store_mismatch(fine, "c2/s1/m1") == ["codec"]
