@@ -146,8 +146,9 @@ def build_tuning_set(mulan: MuLan, corpora: list[str | os.PathLike[str]], config
     audio_rows, groups, views, offsets, counts = [], [], [], [], []
     skipped = 0
     for corpus in corpora:
-        records = [r for r in read_manifest(corpus, "train") if has_text(r)]
-        skipped += len(read_manifest(corpus, "train")) - len(records)
+        everything = read_manifest(corpus, "train")
+        records = [r for r in everything if has_text(r)]
+        skipped += len(everything) - len(records)
         if config.max_clips and len(records) > config.max_clips:
             rng = np.random.default_rng([config.seed, stable_key(str(corpus))])
             records = [records[i] for i in sorted(rng.choice(len(records), config.max_clips, replace=False))]
