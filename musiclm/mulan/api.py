@@ -115,7 +115,7 @@ class MuLan:
     def matches_fingerprint(self, recorded: str) -> bool:
         """Whether ``recorded`` (from a token store or a stage) names this MuLan's audio side: its
         :meth:`token_fingerprint`, or the whole-model :meth:`fingerprint` that older stores recorded."""
-        return recorded in (self.token_fingerprint(), self.fingerprint())
+        return recorded == self.token_fingerprint() or recorded == self.fingerprint()
 
     # --------------------------------------------------------------------------------------- embeddings
     @torch.no_grad()

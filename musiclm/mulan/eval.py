@@ -60,6 +60,16 @@ def retrieval_metrics(sim: torch.Tensor, relevant: torch.Tensor | None = None) -
             "mean_rank": float(r.mean()), "candidates": float(sim.shape[1])}
 
 
+PHRASINGS = (("seen", "train"), ("held_out", "test"))
+"""The paraphrase check's two phrasings: (report name, the caption split whose phrasing it uses)."""
+
+
+def phrasing_captions(records: Sequence[ClipRecord], split: str, seed: int = 0) -> list[str]:
+    """A fresh caption of each record's labels in the phrasing of ``split`` ("train": seen in training,
+    "test": held out); the manifest caption for a record without labels."""
+    return [paraphrase_view(r, 0, seed + 1, split=split) or (r.caption or "") for r in records]
+
+
 def _both_directions(text: torch.Tensor, audio: torch.Tensor, same_piece: torch.Tensor) -> dict[str, Any]:
     sim = text @ audio.t()
     return {
@@ -147,8 +157,8 @@ def evaluate_mulan(
     if labelled:
         sub_audio, sub_same = audio[labelled], same_piece[labelled][:, labelled]
         phrasing: dict[str, Any] = {"clips": len(labelled)}
-        for name, phr_split in (("seen", "train"), ("held_out", "test")):
-            texts = [paraphrase_view(records[i], 0, seed + 1, split=phr_split) or captions[i] for i in labelled]
+        for name, phr_split in PHRASINGS:
+            texts = phrasing_captions([records[i] for i in labelled], phr_split, seed)
             phrasing[name] = _both_directions(mulan.embed_text(texts), sub_audio, sub_same)
         seen = phrasing["seen"]["text_to_audio"]["clip"]["r10"]
         held = phrasing["held_out"]["text_to_audio"]["clip"]["r10"]

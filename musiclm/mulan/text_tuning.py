@@ -39,7 +39,7 @@ from musiclm.data.manifest import ClipRecord, read_manifest
 from musiclm.errors import ConfigError, MusicLMError
 from musiclm.fileio import atomic_path
 from musiclm.mulan.api import MuLan
-from musiclm.mulan.eval import retrieval_metrics
+from musiclm.mulan.eval import PHRASINGS, phrasing_captions, retrieval_metrics
 from musiclm.mulan.losses import contrastive_loss
 from musiclm.mulan.recipe import aspects_view, has_text, paraphrase_view, partial_view, stable_key
 from musiclm.mulan.search import CACHE_DIR, corpus_embeddings
@@ -68,8 +68,8 @@ class TextTuningConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if min(self.steps, self.batch_size) < 1:
-            raise ConfigError("steps and batch_size must be >= 1")
+        if self.steps < 1:
+            raise ConfigError("steps must be >= 1")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2 (the contrastive loss needs negatives)")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_fraction < 1:
@@ -193,21 +193,23 @@ def phrasing_report(mulan: MuLan, corpora: list[str | os.PathLike[str]], clips: 
         return {}
     audio = torch.cat(audio_rows)
     out: dict[str, Any] = {"clips": len(kept)}
-    for name, texts in (("caption", [r.caption or "" for r in kept]),
-                        ("seen_phrasing", [paraphrase_view(r, 0, seed + 1, "train") or "" for r in kept]),
-                        ("held_out_phrasing", [paraphrase_view(r, 0, seed + 1, "test") or "" for r in kept])):
-        out[f"{name}_r10"] = round(retrieval_metrics(mulan.embed_text(texts) @ audio.t())["r10"], 4)
+    texts = {"caption": [r.caption or "" for r in kept]}
+    texts.update({f"{name}_phrasing": phrasing_captions(kept, split, seed) for name, split in PHRASINGS})
+    for name, batch in texts.items():
+        out[f"{name}_r10"] = round(retrieval_metrics(mulan.embed_text(batch) @ audio.t())["r10"], 4)
     out["gap_points"] = round(100 * (out["seen_phrasing_r10"] - out["held_out_phrasing_r10"]), 2)
     return out
 
 
 # ---------------------------------------------------------------------------------------------- training
 def _fresh(projection: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``projection`` re-initialised from ``seed`` (the caller's random state is left alone)."""
     out = copy.deepcopy(projection)
-    torch.manual_seed(seed)
-    for module in out.modules():
-        if hasattr(module, "reset_parameters") and module is not out:
-            module.reset_parameters()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in out.modules():
+            if hasattr(module, "reset_parameters") and module is not out:
+                module.reset_parameters()
     return out
 
 
