@@ -6,7 +6,8 @@
 For every clip (24 kHz mono, up to ``--seconds``) it codes the audio with our codec at 1.5/3/6 kbps and with
 Opus at 6 and 12 kbps (libopus cannot go below 6 kbps; lower requests are reported at the rate it really
 used), then prints a markdown table of means: log-mel L1 and multi-resolution STFT distance (lower is
-better), SI-SDR in dB (higher is better) and the bit rate actually spent (Opus: the sum of its packet
+better), SI-SDR in dB and the chroma agreement (how often the dominant pitch class survives; higher is
+better) and the bit rate actually spent (Opus: the sum of its packet
 sizes, without the container). Optionally a figure of log-mel spectrograms: original / ours / Opus.
 """
 
@@ -27,7 +28,7 @@ from musiclm import SAMPLE_RATE
 from musiclm.audio import READABLE_SUFFIXES, load_audio, save_audio
 from musiclm.codec.api import Codec
 from musiclm.codec.cli import default_model_dir
-from musiclm.codec.metrics import mel_distance, si_sdr, stft_distance
+from musiclm.codec.metrics import chroma_agreement, mel_distance, si_sdr, stft_distance
 from musiclm.data.manifest import read_manifest
 from musiclm.errors import MusicLMError
 
@@ -67,7 +68,7 @@ def opus_roundtrip(wav: np.ndarray, kbps: float, workdir: Path) -> tuple[np.ndar
 def scores(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
     ref, est = torch.from_numpy(reference)[None], torch.from_numpy(estimate)[None]
     return {"mel_l1": float(mel_distance(ref, est)[0]), "stft": float(stft_distance(ref, est)[0]),
-            "si_sdr": float(si_sdr(ref, est)[0])}
+            "si_sdr": float(si_sdr(ref, est)[0]), "chroma": float(chroma_agreement(ref, est)[0])}
 
 
 def spectrogram_figure(path: Path, panels: dict[str, np.ndarray]) -> None:
@@ -140,10 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
     else:
         print(f"{len(results[systems[0]])} clips, at most {args.seconds:g} s each, 24 kHz mono\n")
-        print("| system | kbps used | log-mel L1 (lower) | MR-STFT distance (lower) | SI-SDR dB (higher) |")
-        print("|---|---|---|---|---|")
+        print("| system | kbps used | log-mel L1 (lower) | MR-STFT distance (lower) | SI-SDR dB (higher) "
+              "| chroma agreement (higher) |")
+        print("|---|---|---|---|---|---|")
         for name, row in table.items():
-            print(f"| {name} | {row['kbps']:.2f} | {row['mel_l1']:.3f} | {row['stft']:.3f} | {row['si_sdr']:.2f} |")
+            print(f"| {name} | {row['kbps']:.2f} | {row['mel_l1']:.3f} | {row['stft']:.3f} | {row['si_sdr']:.2f} "
+                  f"| {row['chroma']:.3f} |")
     return 0
 
 

@@ -118,6 +118,12 @@ class MusicLM:
                                   f"than this one ({mulan.token_fingerprint()}): its text tokens would mean nothing "
                                   f"to them; "
                                   f"fine-tune the stages on a store made with this MuLan (docs/GENERATION.md)")
+        recorded_codec = {tokens_used(s.config).get("codec") for s in (coarse, fine)} - {None}
+        if not all(codec.matches_fingerprint(recorded) for recorded in recorded_codec):
+            raise GenerationError(f"the acoustic stages were trained on codes of another codec "
+                                  f"({', '.join(sorted(recorded_codec))}) than this one ({codec.token_fingerprint()}): "
+                                  f"its decoder would turn their tokens into noise; use the codec they were trained "
+                                  f"with, or one whose decoder alone was retrained from it (docs/CODEC.md)")
         self.device = torch.device("cpu")
         self.to(device)
 

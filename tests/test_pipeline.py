@@ -231,10 +231,12 @@ def test_resynthesis_renders_the_semantic_tokens_of_the_audio(tiny_musiclm, sine
 def test_stages_refuse_a_mulan_they_were_not_trained_with(tiny_musiclm):
     from dataclasses import replace
 
+    codec_print = tiny_musiclm.codec.token_fingerprint()
     stages = {}
     for name in ("semantic", "coarse", "fine"):
         stage = tiny_musiclm.stages[name]
-        stages[name] = type(stage)(replace(stage.config, store_fingerprint="c/s/0123456789abcdef"), stage.model)
+        stages[name] = type(stage)(replace(stage.config, store_fingerprint=f"{codec_print}/s/0123456789abcdef"),
+                                   stage.model)
     with pytest.raises(GenerationError, match="another MuLan"):
         MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"])
     # stages record the audio side (token fingerprint); stores made before that recorded the whole model
@@ -242,8 +244,37 @@ def test_stages_refuse_a_mulan_they_were_not_trained_with(tiny_musiclm):
     for recorded in (mulan.token_fingerprint(), mulan.fingerprint()):
         for name in ("semantic", "coarse"):
             stage = tiny_musiclm.stages[name]
-            stages[name] = type(stage)(replace(stage.config, store_fingerprint=f"c/s/{recorded}"), stage.model)
+            stages[name] = type(stage)(replace(stage.config, store_fingerprint=f"{codec_print}/s/{recorded}"),
+                                       stage.model)
         MusicLM(mulan, tiny_musiclm.codec, stages["semantic"], stages["coarse"], stages["fine"])
+
+
+def test_acoustic_stages_refuse_a_codec_with_other_codes_but_not_a_retrained_decoder(tiny_musiclm):
+    from dataclasses import replace
+
+    from musiclm.codec.api import Codec
+
+    codec = tiny_musiclm.codec
+    retuned, recoded = Codec(codec.model), Codec(codec.model)
+    with torch.no_grad():
+        retuned.model.decoder.net[0].conv.weight.mul_(1.5)
+        recoded.model.encoder.net[0].conv.weight.mul_(1.5)
+    assert retuned.token_fingerprint() == codec.token_fingerprint() != recoded.token_fingerprint()
+
+    def stages_recording(codec_print: str) -> dict:
+        prints = f"{codec_print}/s/{tiny_musiclm.mulan.token_fingerprint()}"
+        return {name: type(stage)(replace(stage.config, store_fingerprint=prints), stage.model)
+                for name, stage in tiny_musiclm.stages.items()}
+
+    s = stages_recording(codec.token_fingerprint())
+    for accepted in (codec, retuned):
+        MusicLM(tiny_musiclm.mulan, accepted, s["semantic"], s["coarse"], s["fine"])
+    with pytest.raises(GenerationError, match="another codec"):
+        MusicLM(tiny_musiclm.mulan, recoded, s["semantic"], s["coarse"], s["fine"])
+    s = stages_recording(codec.fingerprint())  # stores made before token fingerprints name the whole codec
+    MusicLM(tiny_musiclm.mulan, codec, s["semantic"], s["coarse"], s["fine"])
+    with pytest.raises(GenerationError, match="another codec"):
+        MusicLM(tiny_musiclm.mulan, retuned, s["semantic"], s["coarse"], s["fine"])
 
 
 def test_a_text_tuned_mulan_keeps_the_stages_valid(tiny_musiclm):

@@ -6,7 +6,6 @@ weight normalisation folded in; training-only codebook statistics left out). Loa
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from pathlib import Path
@@ -14,28 +13,77 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.nn.utils import parametrize
 
 from musiclm import __version__
 from musiclm.audio import resample, validate_audio
 from musiclm.codec.config import CodecConfig, CodecTrainingConfig
-from musiclm.codec.model import SoundStream, remove_weight_norm
-from musiclm.config import from_dict, load_yaml, save_yaml
+from musiclm.codec.model import SoundStream, folded_state_dict, remove_weight_norm
+from musiclm.config import from_dict, load_yaml, save_yaml, to_dict
 from musiclm.device import resolve_device
 from musiclm.errors import AudioError, MusicLMError
 from musiclm.fileio import atomic_path
 from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
+from musiclm.weights import weights_digest
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "codec.safetensors"
 _TRAINING_ONLY = ("embed_avg", "cluster_size", "init_reservoir", "init_count", "warmup_batches_seen",
                   "unused_steps")
 DEFAULT_CHUNK_SECONDS = 30.0
+TOKEN_SIDE_PREFIXES = ("encoder.", "quantizer.")
+DECODER_ONLY_FIELDS = ("decoder_channels",)
 
 AudioInput = np.ndarray | torch.Tensor
 
 
 def _inference_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] not in _TRAINING_ONLY}
+
+
+def read_exported_weights(folder: str | os.PathLike[str]) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
+    """The config and float32 weights of an exported codec folder (weight normalisation folded in)."""
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
+        raise MusicLMError(f"{folder}: not a codec model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
+                           f"make one with `musiclm codec export RUN -o DIR`)")
+    config = load_yaml(CodecConfig, folder / CONFIG_FILE)
+    try:
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({exc})") from exc
+    return config, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def _check_fits(config: CodecConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Raise unless ``tensors`` are exactly the saved weights of a codec of ``config``."""
+    own = _inference_state(remove_weight_norm(SoundStream(config)))
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{where}: does not fit {CONFIG_FILE} (missing {missing[:4]}, "
+                              f"unexpected {unexpected[:4]}, wrong shape {wrong[:4]})")
+
+
+@torch.no_grad()
+def initialise_from_export(model: SoundStream, folder: str | os.PathLike[str]) -> None:
+    """Load an exported codec's weights into a training ``model`` (weight-normalised convolutions get the
+    weight's norm and direction back), so a run can fine-tune it; the configs must agree."""
+    config, tensors = read_exported_weights(folder)
+    if to_dict(config) != to_dict(model.config):
+        raise CheckpointError(f"init_from {folder}: its config differs from this run's model config "
+                              f"(start the run with `--config {Path(folder) / CONFIG_FILE}` or the same --set)")
+    _check_fits(model.config, tensors, str(Path(folder) / WEIGHTS_FILE))
+    plain = {}
+    for key, value in tensors.items():
+        owner_name, _, leaf = key.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        if leaf == "weight" and parametrize.is_parametrized(owner, "weight"):
+            owner.weight = value  # weight norm's right inverse: g = |w|, v = w
+        else:
+            plain[key] = value
+    model.load_state_dict(plain, strict=False)
 
 
 class Codec:
@@ -47,7 +95,10 @@ class Codec:
     """
 
     def __init__(self, model: SoundStream, device: str | torch.device = "cpu"):
-        model = remove_weight_norm(copy.deepcopy(model).cpu().float())
+        plain = remove_weight_norm(SoundStream(model.config))
+        plain.load_state_dict({k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+                               for k, v in folded_state_dict(model).items()})
+        model = plain
         with torch.no_grad():
             for tensor in list(model.parameters()) + list(model.buffers()):
                 if tensor.is_floating_point():
@@ -98,6 +149,24 @@ class Codec:
         self.model.to(self.device)
         return self
 
+    # -------------------------------------------------------------------------------------- fingerprints
+    def fingerprint(self) -> str:
+        """A short hash of the whole codec: config and weights (the same before and after save/load)."""
+        return weights_digest(to_dict(self.config), _inference_state(self.model))
+
+    def token_fingerprint(self) -> str:
+        """A short hash of what the codes depend on: the encoder, the quantiser and their config. Token
+        stores and acoustic stages record this one, so a codec whose decoder was retrained
+        (``decoder_only``) keeps them all valid."""
+        state = {k: v for k, v in _inference_state(self.model).items() if k.startswith(TOKEN_SIDE_PREFIXES)}
+        config = {k: v for k, v in to_dict(self.config).items() if k not in DECODER_ONLY_FIELDS}
+        return weights_digest(config, state)
+
+    def matches_fingerprint(self, recorded: str) -> bool:
+        """Whether ``recorded`` (from a token store or a stage) names this codec's codes: its
+        :meth:`token_fingerprint`, or the whole-codec :meth:`fingerprint` that older stores recorded."""
+        return recorded == self.token_fingerprint() or recorded == self.fingerprint()
+
     # --------------------------------------------------------------------------------------- files
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``config.yaml`` and fp16 ``codec.safetensors`` into ``folder`` (atomically, each)."""
@@ -114,25 +183,10 @@ class Codec:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> Codec:
         """Load a folder written by :meth:`save` (or ``musiclm codec export``)."""
-        folder = Path(folder)
-        if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
-            raise MusicLMError(f"{folder}: not a codec model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
-                               f"make one with `musiclm codec export RUN -o DIR`)")
-        config = load_yaml(CodecConfig, folder / CONFIG_FILE)
+        config, tensors = read_exported_weights(folder)
+        _check_fits(config, tensors, str(Path(folder) / WEIGHTS_FILE))
         model = remove_weight_norm(SoundStream(config))
-        try:
-            tensors = load_file(str(folder / WEIGHTS_FILE))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({exc})") from exc
-        own = _inference_state(model)
-        missing = sorted(set(own) - set(tensors))
-        unexpected = sorted(set(tensors) - set(own))
-        wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
-        if missing or unexpected or wrong:
-            raise CheckpointError(f"{folder / WEIGHTS_FILE}: does not fit {CONFIG_FILE} (missing {missing[:4]}, "
-                                  f"unexpected {unexpected[:4]}, wrong shape {wrong[:4]})")
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
-                              strict=False)
+        model.load_state_dict(tensors, strict=False)
         return cls(model, device)
 
     @classmethod

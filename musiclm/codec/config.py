@@ -175,8 +175,12 @@ class CodecTrainingConfig:
     eval_clips: int = 8
     eval_seconds: float = 4.0
     sample_clips: int = 2
+    init_from: str = ""  # an exported codec folder whose weights start a fresh run ("" = random)
+    decoder_only: bool = False  # train the decoder alone: encoder and quantiser fixed, so the codes never change
 
     def validate(self) -> None:
+        if self.decoder_only and not self.init_from:
+            raise ConfigError("decoder_only needs init_from: the exported codec whose encoder and quantiser stay fixed")
         if self.crop_seconds * self.model.sample_rate < self.model.hop_length:
             raise ConfigError("crop_seconds must hold at least one code frame")
         if min(self.adversarial_start, self.discriminator_warmup, self.adversarial_ramp) < 0:

@@ -1,4 +1,5 @@
-"""Objective codec quality measures (per clip): log-mel L1, multi-resolution STFT distance and SI-SDR."""
+"""Objective codec quality measures (per clip): log-mel L1, multi-resolution STFT distance, SI-SDR and how
+often the dominant pitch class survives coding (chroma agreement)."""
 
 from __future__ import annotations
 
@@ -61,11 +62,31 @@ def si_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     return torch.where(energy > 1e-9, value, torch.full_like(value, float("nan")))
 
 
+def chroma_agreement(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int = SAMPLE_RATE
+                     ) -> torch.Tensor:
+    """Fraction of the reference's audible frames whose strongest pitch class the estimate keeps, per clip,
+    [B] (MusicGen's melody measure applied to a roundtrip; 1 = every dominant pitch class kept). A codec that
+    adds a tone of its own, or loses the pitch, scores low even when its spectra look close. Silent
+    references give NaN."""
+    from musiclm.eval.adherence import EvalError, chroma_similarity
+
+    reference, estimate = _pair(reference, estimate)
+    values = []
+    for ref, est in zip(reference.cpu().numpy(), estimate.cpu().numpy()):
+        try:
+            values.append(chroma_similarity(ref, est, sample_rate))
+        except EvalError:  # silent or too short: no pitch to keep
+            values.append(float("nan"))
+    return torch.tensor(values, dtype=torch.float32)
+
+
 def quality_report(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int = SAMPLE_RATE
                    ) -> dict[str, float]:
-    """Means over clips of :func:`mel_distance`, :func:`stft_distance` and :func:`si_sdr`."""
+    """Means over clips of :func:`mel_distance`, :func:`stft_distance`, :func:`si_sdr` and
+    :func:`chroma_agreement`."""
     return {
         "mel_l1": float(mel_distance(reference, estimate, sample_rate).mean()),
         "stft": float(stft_distance(reference, estimate).mean()),
         "si_sdr": float(torch.nanmean(si_sdr(reference, estimate))),
+        "chroma": float(torch.nanmean(chroma_agreement(reference, estimate, sample_rate))),
     }

@@ -142,6 +142,23 @@ class SoundStream(nn.Module):
         self.encoder = Encoder(config)
         self.quantizer = ResidualQuantizer(config)
         self.decoder = Decoder(config)
+        self.tokenizer_frozen = False
+
+    def freeze_tokenizer(self) -> SoundStream:
+        """Fix the encoder and quantiser (no gradients, no codebook or statistics updates, even in training
+        mode), so only the decoder learns and the codes of any audio stay exactly what they were: every token
+        store and generation stage made with this codec stays valid (``train.decoder_only``)."""
+        self.tokenizer_frozen = True
+        self.encoder.requires_grad_(False)
+        self.quantizer.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> SoundStream:
+        super().train(mode)
+        if self.tokenizer_frozen:
+            self.encoder.eval()
+            self.quantizer.eval()
+        return self
 
     @property
     def hop_length(self) -> int:
@@ -156,6 +173,8 @@ class SoundStream(nn.Module):
     def forward(self, wav: torch.Tensor, levels: int | None = None) -> CodecOutput:
         """Encode, quantise (updating codebooks in training) and decode; output length = input length."""
         length = wav.shape[-1]
+        if levels is None and self.training and self.tokenizer_frozen:
+            levels = self.quantizer.training_levels()  # quantiser dropout still trains the decoder on 3/6/9 levels
         latent = self.encoder(self._pad(wav).unsqueeze(1))
         q = self.quantizer(latent, levels)
         audio = self.decoder(q.quantized.to(latent.dtype)).squeeze(1)[..., :length]
@@ -191,6 +210,17 @@ class SoundStream(nn.Module):
                 back += 2 * stride * unit
                 unit *= stride
         return max(-(-reach // self.hop_length), -(-back // self.hop_length)) + 1
+
+
+def folded_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state with weight normalisation folded in, keyed as in a model without it; the module is
+    left as it is (removing parametrisations from a deep copy would break the original, which shares its
+    parametrised classes)."""
+    state = {k: v for k, v in module.state_dict().items() if ".parametrizations." not in k}
+    for name, child in module.named_modules():
+        if parametrize.is_parametrized(child, "weight"):
+            state[f"{name}.weight" if name else "weight"] = child.weight.detach()
+    return state
 
 
 def remove_weight_norm(module: nn.Module) -> nn.Module:

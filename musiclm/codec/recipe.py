@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from musiclm.audio import save_audio
+from musiclm.codec.api import initialise_from_export
 from musiclm.codec.config import CodecTrainingConfig
 from musiclm.codec.discriminators import Discriminators, split_outputs
 from musiclm.codec.losses import (
@@ -66,7 +67,12 @@ class CodecRecipe(Recipe):
 
     # ----------------------------------------------------------------------------------- engine hooks
     def build_models(self) -> dict[str, nn.Module]:
-        return {"codec": SoundStream(self.config.model), "disc": Discriminators(self.config.discriminator)}
+        codec = SoundStream(self.config.model)
+        if self.config.init_from:
+            initialise_from_export(codec, self.config.init_from)
+        if self.config.decoder_only:
+            codec.freeze_tokenizer()
+        return {"codec": codec, "disc": Discriminators(self.config.discriminator)}
 
     def build_dataset(self) -> Dataset:
         return ClipDataset(self.corpora, split="train", crop_seconds=self.config.crop_seconds,

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -66,13 +66,6 @@ class TokenizeError(TokenStoreError):
 
 
 # -------------------------------------------------------------------------------------------------- models
-def codec_fingerprint(codec: Any) -> str:
-    """Hash of a :class:`~musiclm.codec.api.Codec`'s config and saved weights (same before and after save/load)."""
-    from musiclm.codec.api import _inference_state
-
-    return weights_digest(to_dict(codec.config), _inference_state(codec.model))
-
-
 def semantic_fingerprint(tokenizer: Any) -> str:
     """Hash of a :class:`~musiclm.semantic.tokenizer.SemanticTokenizer`'s config, weights and centroids."""
     config = to_dict(tokenizer.config)
@@ -150,7 +143,7 @@ class TokenizerModels:
         codec, sem, mulan = self.codec, self.semantic, self.mulan
         sem_config = to_dict(sem.config)
         out: dict[str, dict[str, Any] | None] = {
-            "codec": {"fingerprint": codec_fingerprint(codec), "sample_rate": codec.sample_rate,
+            "codec": {"fingerprint": codec.token_fingerprint(), "sample_rate": codec.sample_rate,
                       "frame_rate": codec.frame_rate, "hop_length": codec.hop_length, "levels": codec.num_quantizers,
                       "coarse_levels": codec.config.coarse_levels, "codebook_size": codec.codebook_size,
                       "source": codec.source, "config": to_dict(codec.config)},
@@ -528,8 +521,13 @@ def _fingerprint(info: StoreInfo, part: str) -> str | None:
     return entry.get("fingerprint")
 
 
-def plan_reuse(folder: str | os.PathLike[str], info: StoreInfo) -> Reuse:
-    """Which parts of the store ``folder`` a build of ``info`` can copy (same layout, same model fingerprint)."""
+def plan_reuse(folder: str | os.PathLike[str], info: StoreInfo,
+               also_matching: Mapping[str, str] | None = None) -> Reuse:
+    """Which parts of the store ``folder`` a build of ``info`` can copy (same layout, same model fingerprint).
+
+    ``also_matching`` maps a part to another fingerprint its tokens may be recorded under in the old store:
+    the whole-model fingerprint that stores made before token fingerprints recorded for the codec and MuLan."""
+    also = dict(also_matching or {})
     folder = Path(folder)
     try:
         old = read_info(folder)
@@ -541,7 +539,7 @@ def plan_reuse(folder: str | os.PathLike[str], info: StoreInfo) -> Reuse:
                             f"shards of {info.shard_size}); reuse needs the same corpora, splits and --shard-size")
     wanted = [p for p in PARTS if p != "melody" or info.melody]
     copied = tuple(p for p in wanted if _fingerprint(old, p) not in (None, "") and
-                   _fingerprint(old, p) == _fingerprint(info, p))
+                   _fingerprint(old, p) in (_fingerprint(info, p), also.get(p)))
     return Reuse(folder, old, copied, tuple(p for p in wanted if p not in copied))
 
 
@@ -655,7 +653,8 @@ def build_store(corpora: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     plan = plan_clips(corpora, splits, shard_size)
     out = Path(out)
     wanted = store_info(plan, models)
-    reused = plan_reuse(reuse, wanted) if reuse is not None else None
+    legacy = {"codec": models.codec.fingerprint(), "mulan": models.mulan.fingerprint()}
+    reused = plan_reuse(reuse, wanted, legacy) if reuse is not None else None
     if reused is not None and Path(reused.folder).resolve() == out.resolve():
         raise TokenizeError("--reuse must name another store than --out")
     info = prepare_store(out, wanted)

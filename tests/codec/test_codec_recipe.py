@@ -16,9 +16,11 @@ from musiclm.codec.losses import (
     feature_matching_loss,
     generator_hinge_loss,
 )
-from musiclm.codec.metrics import quality_report, si_sdr
+from musiclm.codec.metrics import chroma_agreement, quality_report, si_sdr
 from musiclm.codec.recipe import CodecRecipe
-from musiclm.config import DEFAULT_PRESET, to_dict
+from musiclm.config import DEFAULT_PRESET, merge, to_dict
+from musiclm.errors import ConfigError
+from musiclm.train.checkpoint import CheckpointError
 from musiclm.train.engine import Trainer
 
 
@@ -137,3 +139,59 @@ def test_quality_measures():
     assert report["mel_l1"] > 0 and 15 < report["si_sdr"] < 25  # 20 dB of added noise
     assert float(si_sdr(clean[0], 3.0 * clean[0])) > 100  # scale-invariant
     assert math.isnan(float(si_sdr(torch.zeros(1000), clean[0, :1000])))
+
+
+def test_chroma_agreement_catches_a_tone_the_codec_adds():
+    t = torch.arange(48_000) / 24_000
+    melody = torch.sin(2 * math.pi * torch.where(t < 1.0, 440.0, 523.25) * t)  # A4 then C5
+    buzz = 2.0 * torch.sin(2 * math.pi * 150.0 * t)  # the frame-rate tone of an untrained decoder
+    shifted = torch.sin(2 * math.pi * torch.where(t < 1.0, 466.16, 554.37) * t)  # a semitone up
+    scores = chroma_agreement(melody.repeat(3, 1), torch.stack([0.5 * melody, melody + buzz, shifted]))
+    assert scores[0] > 0.95 and scores[1] < 0.1 and scores[2] < 0.1
+    assert quality_report(melody[None], melody[None])["chroma"] > 0.95
+    assert math.isnan(float(chroma_agreement(torch.zeros(1, 24_000), melody[None, :24_000])[0]))
+
+
+def _trained_export(tmp_path, corpus):
+    """A tiny codec trained 30 steps (quantiser initialised) and exported."""
+    config = tiny_training_config()
+    Trainer(CodecRecipe(config, [corpus]), config.train, tmp_path / "base").fit()
+    return Codec.from_run(tmp_path / "base").save(tmp_path / "base-model"), config
+
+
+def test_init_from_an_export_reproduces_it_exactly(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", clips=6, seconds=1.0, valid=1)
+    folder, config = _trained_export(tmp_path, corpus)
+    model = CodecRecipe(merge(config, {"init_from": str(folder)}), [corpus]).build_models()["codec"].eval()
+    reference = Codec.from_pretrained(folder).model
+    audio = torch.randn(2, 4800) * 0.1
+    codes = reference.encode(audio)
+    assert torch.equal(model.encode(audio), codes)
+    torch.testing.assert_close(model.decode(codes), reference.decode(codes), atol=1e-5, rtol=1e-4)
+
+    other = merge(config, {"init_from": str(folder), "model.decoder_channels": 8})
+    with pytest.raises(CheckpointError, match="config differs"):
+        CodecRecipe(other, [corpus]).build_models()
+    with pytest.raises(ConfigError, match="decoder_only needs init_from"):
+        merge(config, {"decoder_only": True}).validate()
+
+
+def test_decoder_only_training_keeps_the_codes_and_the_token_fingerprint(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", clips=6, seconds=1.0, valid=1)
+    folder, config = _trained_export(tmp_path, corpus)
+    tuned_config = merge(config, {"init_from": str(folder), "decoder_only": True, "adversarial_start": 10,
+                                  "train.max_steps": 20})
+    recipe = RecordingRecipe(tuned_config, [corpus])
+    Trainer(recipe, tuned_config.train, tmp_path / "tuned").fit()
+    assert recipe.disc_logs and all(math.isfinite(entry["loss"]) for entry in recipe.gen_logs)
+    assert {entry["levels"] for entry in recipe.gen_logs} <= {3.0, 6.0, 9.0, 12.0}
+
+    base, tuned = Codec.from_pretrained(folder), Codec.from_run(tmp_path / "tuned")
+    audio = torch.randn(2, 9600) * 0.1
+    codes = base.model.encode(audio)
+    assert torch.equal(tuned.model.encode(audio), codes)  # codebooks and latent statistics untouched
+    assert not torch.allclose(tuned.model.decode(codes), base.model.decode(codes), atol=1e-4)
+    assert tuned.token_fingerprint() == base.token_fingerprint()
+    assert tuned.fingerprint() != base.fingerprint()
+    assert tuned.matches_fingerprint(base.fingerprint()) is False  # a whole-codec print names one decoder
+    assert tuned.matches_fingerprint(base.token_fingerprint()) and base.matches_fingerprint(base.fingerprint())

@@ -335,6 +335,29 @@ def test_reuse_copies_unchanged_models_and_computes_the_new_one(models, corpus, 
     assert again.shards_written == 0 and again.shards_already_done == 3
 
 
+def test_reuse_copies_tokens_recorded_under_whole_model_fingerprints(models, corpus, reference, tmp_path,
+                                                                      monkeypatch):
+    """Stores made before token fingerprints recorded the whole codec and MuLan; their tokens still copy."""
+    with monkeypatch.context() as old_software:  # a build that records the whole-model fingerprints
+        for model in (models.codec, models.mulan):
+            old_software.setattr(type(model), "token_fingerprint", type(model).fingerprint)
+        build_store([corpus], tmp_path / "legacy", models, shard_size=4, progress=False)
+    legacy = tmp_path / "legacy"
+    assert TokenStore.open(legacy).info.codec["fingerprint"] == models.codec.fingerprint()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a copied model ran")
+
+    for model, method in ((models.codec, "encode"), (models.semantic, "tokenize"), (models.mulan, "embed_audio")):
+        monkeypatch.setattr(model, method, must_not_run)
+    report = build_store([corpus], tmp_path / "out", models, shard_size=4, progress=False, reuse=legacy)
+    assert report.parts_copied == ["codec", "semantic", "mulan"] and report.parts_computed == []
+    fresh = TokenStore.open(tmp_path / "out")
+    assert fresh.info.codec["fingerprint"] == models.codec.token_fingerprint() != models.codec.fingerprint()
+    assert fresh.info.mulan["fingerprint"] == models.mulan.token_fingerprint()
+    assert np.array_equal(fresh.codes(3), TokenStore.open(reference).codes(3))
+
+
 def test_reuse_keeps_skipped_clips_skipped(models, tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "corpus", lengths=(1.0,) * 6, bad={2: "corrupt"})
     build_store([corpus], tmp_path / "old", models, shard_size=6, progress=False)
