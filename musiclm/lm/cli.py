@@ -90,8 +90,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         mismatched = store_mismatch(stage.config, store_fingerprint(info))
         if mismatched:
             raise LMUsageError(f"{args.tokens} holds tokens of another {' and '.join(mismatched)} than the ones this "
-                               f"stage was trained on (a store made before MuLan token fingerprints names the whole "
-                               f"MuLan: remake it with `musiclm tokenize --reuse`)")
+                               f"stage was trained on (a store made before token fingerprints names the whole codec "
+                               f"and MuLan: `musiclm tokenize --reuse` remakes it, copying their tokens)")
     dataset = StageDataset(store.select(args.split), stage.config, seed=args.seed, condition_dropout=False)
     picks = np.random.default_rng(args.seed).permutation(len(dataset))[: args.windows]
     items = [dataset[int(i)] for i in picks]

@@ -125,3 +125,18 @@ def test_loading_rejects_missing_or_mismatched_folders(codec, tmp_path):
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(config))
     with pytest.raises(MusicLMError, match="does not fit"):
         Codec.from_pretrained(folder)
+
+
+def test_wrapping_a_training_model_leaves_it_intact():
+    """Codec() folds weight normalisation into its own copy; the training model keeps its parametrisation
+    (and can be wrapped again, as evaluation and export do)."""
+    torch.manual_seed(0)
+    model = SoundStream(tiny_codec_config(kmeans_init=False))
+    first, second = Codec(model), Codec(model)
+    audio = torch.from_numpy(_noise(1, 4800))
+    assert torch.equal(first.encode(audio), second.encode(audio))
+    assert torch.nn.utils.parametrize.is_parametrized(model.decoder.net[0].conv, "weight")
+    model.eval()
+    with torch.no_grad():
+        out = model(audio).audio
+    torch.testing.assert_close(out, torch.from_numpy(first.roundtrip(audio.numpy())), atol=2e-3, rtol=0)
