@@ -147,7 +147,7 @@ class SoundStream(nn.Module):
     def freeze_tokenizer(self) -> SoundStream:
         """Fix the encoder and quantiser (no gradients, no codebook or statistics updates, even in training
         mode), so only the decoder learns and the codes of any audio stay exactly what they were: every token
-        store and generation stage made with this codec stays valid (``train.decoder_only``)."""
+        store and generation stage made with this codec stays valid (the training config's ``decoder_only``)."""
         self.tokenizer_frozen = True
         self.encoder.requires_grad_(False)
         self.quantizer.requires_grad_(False)
