@@ -27,7 +27,7 @@ from musiclm.codec.cli import default_model_dir
 from musiclm.codec.metrics import chroma_agreement
 from musiclm.data.manifest import read_manifest
 from musiclm.errors import MusicLMError
-from musiclm.eval.adherence import _chromagram
+from musiclm.eval.adherence import chromagram
 from musiclm.features import LogMel
 
 
@@ -45,7 +45,7 @@ def frames(codec: Codec, records: list, corpus: str, audible_db: float = -26.0) 
             level1 = codec.model.quantizer.decode(codes[:, :1])[0].T.numpy()
             every = codec.model.quantizer.decode(codes)[0].T.numpy()
             decoded = codec.model.decode(codes)[:, : audio.shape[-1]]
-        chroma, rms = _chromagram(wav, rate, 1024, hop)
+        chroma, rms = chromagram(wav, rate, 1024, hop)
         spectrum = mel(audio)[0].T.numpy()
         n = min(len(level1), chroma.shape[1], len(spectrum))
         keep = rms[:n] > 10 ** (audible_db / 20) * max(float(rms.max()), 1e-9)

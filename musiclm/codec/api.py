@@ -38,7 +38,8 @@ AudioInput = np.ndarray | torch.Tensor
 
 
 def _inference_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] not in _TRAINING_ONLY}
+    """The tensors a saved codec holds: weight normalisation folded in, training-only statistics left out."""
+    return {k: v for k, v in folded_state_dict(model).items() if k.rsplit(".", 1)[-1] not in _TRAINING_ONLY}
 
 
 def read_exported_weights(folder: str | os.PathLike[str]) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
@@ -55,9 +56,9 @@ def read_exported_weights(folder: str | os.PathLike[str]) -> tuple[CodecConfig, 
     return config, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
 
-def _check_fits(config: CodecConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
-    """Raise unless ``tensors`` are exactly the saved weights of a codec of ``config``."""
-    own = _inference_state(remove_weight_norm(SoundStream(config)))
+def _check_fits(model: SoundStream, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Raise unless ``tensors`` are exactly the saved weights of ``model`` (with or without weight norm)."""
+    own = _inference_state(model)
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     wrong = [k for k in own if k in tensors and tensors[k].shape != own[k].shape]
@@ -74,7 +75,7 @@ def initialise_from_export(model: SoundStream, folder: str | os.PathLike[str]) -
     if to_dict(config) != to_dict(model.config):
         raise CheckpointError(f"init_from {folder}: its config differs from this run's model config "
                               f"(start the run with `--config {Path(folder) / CONFIG_FILE}` or the same --set)")
-    _check_fits(model.config, tensors, str(Path(folder) / WEIGHTS_FILE))
+    _check_fits(model, tensors, str(Path(folder) / WEIGHTS_FILE))
     plain = {}
     for key, value in tensors.items():
         owner_name, _, leaf = key.rpartition(".")
@@ -184,8 +185,8 @@ class Codec:
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> Codec:
         """Load a folder written by :meth:`save` (or ``musiclm codec export``)."""
         config, tensors = read_exported_weights(folder)
-        _check_fits(config, tensors, str(Path(folder) / WEIGHTS_FILE))
         model = remove_weight_norm(SoundStream(config))
+        _check_fits(model, tensors, str(Path(folder) / WEIGHTS_FILE))
         model.load_state_dict(tensors, strict=False)
         return cls(model, device)
 

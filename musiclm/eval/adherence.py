@@ -126,7 +126,7 @@ def mode_adherence(wav: np.ndarray | torch.Tensor, sr: int, requested_mode: str,
 
 
 # ---------------------------------------------------------------------------------------------- melody
-def _chromagram(wav: np.ndarray, sr: int, n_fft: int, hop_length: int) -> tuple[np.ndarray, np.ndarray]:
+def chromagram(wav: np.ndarray, sr: int, n_fft: int, hop_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Chroma ``[12, frames]`` (librosa's STFT chroma filterbank) and the frame energies ``[frames]``."""
     from musiclm.features import Chroma, frame_rms
 
@@ -158,8 +158,8 @@ def chroma_similarity(melody_wav: np.ndarray | torch.Tensor, generated_wav: np.n
     length = min(melody.size, generated.size)
     if length < n_fft // 2:
         raise EvalError(f"audio too short for chroma analysis ({length / sr:.3f} s)")
-    chroma_m, rms_m = _chromagram(melody[:length], sr, n_fft, hop)
-    chroma_g, rms_g = _chromagram(generated[:length], sr, n_fft, hop)
+    chroma_m, rms_m = chromagram(melody[:length], sr, n_fft, hop)
+    chroma_g, rms_g = chromagram(generated[:length], sr, n_fft, hop)
     gate = 10.0 ** (silence_db / 20.0)
     voiced = rms_m > gate * max(float(rms_m.max()), 1e-12)
     if not voiced.any():
