@@ -106,13 +106,71 @@ def run_attribute_pairs(model: Any, seeds: Sequence[int] = tuple(range(8)), dura
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def pairs_table(results: dict[str, Any]) -> str:
+def pairs_table(results: dict[str, Any] | Sequence[dict[str, Any]],
+                sides: tuple[str, str] = ("high prompt", "low prompt")) -> str:
     """The Markdown table of :func:`~musiclm.eval.prompt_pairs.format_table` for a :func:`run_attribute_pairs`
-    result."""
+    result (or a list of pair dicts, such as one side of :func:`run_reference_pairs`)."""
     from musiclm.eval.prompt_pairs import PairResult, format_table
 
+    pairs = results["pairs"] if isinstance(results, dict) else results
     return format_table([PairResult(p["name"], p["measure"], p["high_prompt"], p["low_prompt"], p["high_values"],
-                                    p["low_values"], p["p_value"], p["passed"]) for p in results["pairs"]])
+                                    p["low_values"], p["p_value"], p["passed"], p.get("also", {}))
+                         for p in pairs], sides)
+
+
+def run_reference_pairs(corpus: str | os.PathLike[str], codec: Any = None, clips: int = 16, split: str = "test",
+                        duration: float = 10.0, seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
+    """The pairs' measures on real corpus clips that carry each attribute (chosen by their labels, see
+    :func:`~musiclm.eval.prompt_pairs.reference_clips`): whether a measure separates real music at all
+    (``"real"``) and, given a codec, whether it still does after the codec's roundtrip (``"codec"``: the best a
+    model generating that codec's tokens could do). Each clip's first ``duration`` seconds are measured.
+
+    Returns ``{"real": [pair dicts], "codec": [...] (with a codec), "clips": {pair: [high, low]}, "corpus",
+    "split", "seconds"}``; a pair's dict has the keys of :meth:`~musiclm.eval.prompt_pairs.PairResult.to_dict`
+    with the prompts replaced by the label sides.
+    """
+    from musiclm.audio import load_audio
+    from musiclm.data.manifest import ManifestError, read_manifest
+    from musiclm.eval.prompt_pairs import PAIRS, measure_pair, reference_clips
+
+    started = time.perf_counter()
+    try:
+        records = read_manifest(corpus, split)
+    except ManifestError as exc:
+        raise GenerationCheckError(f"{corpus}: {exc}") from None
+    if clips < 2:
+        raise GenerationCheckError(f"the reference needs at least 2 clips a side, got {clips}")
+    rng = np.random.default_rng(seed)
+    rate = codec.sample_rate if codec is not None else 24_000
+    chosen = [reference_clips([r.labels for r in records], pair, clips, rng) for pair in PAIRS]
+    for pair, (high, low) in zip(PAIRS, chosen, strict=True):
+        if len(high) < 2 or len(low) < 2:
+            raise GenerationCheckError(f"{corpus} ({split}) has {len(high)} clips labelled for the high side and "
+                                       f"{len(low)} for the low side of the {pair.name} pair; 2 a side are needed")
+    total = sum(len(h) + len(lo) for h, lo in chosen)
+    done = 0
+    out: dict[str, Any] = {"real": [], "clips": {}, "corpus": str(corpus), "split": split}
+    if codec is not None:
+        out["codec"] = []
+    for pair, sides in zip(PAIRS, chosen, strict=True):
+        real: list[list[np.ndarray]] = [[], []]
+        coded: list[list[np.ndarray]] = [[], []]
+        for side, indices in enumerate(sides):
+            for index in indices:
+                wav = load_audio(Path(corpus) / records[index].path, rate)[0][: int(duration * rate)]
+                real[side].append(wav)
+                if codec is not None:
+                    coded[side].append(codec.roundtrip(wav, rate, bitrate=None))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        names = {"high_prompt": f"{pair.name}: high-side clips", "low_prompt": f"{pair.name}: low-side clips"}
+        out["real"].append({**measure_pair(pair, *real, rate).to_dict(), **names})
+        if codec is not None:
+            out["codec"].append({**measure_pair(pair, *coded, rate).to_dict(), **names})
+        out["clips"][pair.name] = [[records[i].id for i in side] for side in sides]
+    out["seconds"] = round(time.perf_counter() - started, 3)
+    return out
 
 
 def _wrap(text: str, width: int = 18) -> str:

@@ -80,39 +80,88 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ pairs
-_PAIRS_OPTIONS = ("model", "seeds", "first_seed", "batch_seeds", "duration", "out", "threads", "device")
+_PAIRS_OPTIONS = ("model", "seeds", "first_seed", "batch_seeds", "duration", "reference", "reference_clips",
+                  "reference_only", "out", "threads", "device")
+
+
+def _reference_section(reference: dict[str, Any]) -> str:
+    from musiclm.eval.generation_checks import pairs_table
+
+    sides = ("high-side clips", "low-side clips")
+    text = (f"## The measures on real clips\n\nClips of `{reference['corpus']}` ({reference['split']} split) whose "
+            "labels carry each side of a pair (tempo: the captioner's fast and very fast bands against its slow and "
+            "very slow ones; instrument: with drums against piano without drums; mode; energy). A measure that "
+            "does not separate these cannot judge a model trained on them.\n\n"
+            f"{pairs_table(reference['real'], sides)}\n")
+    if "codec" in reference:
+        text += ("\nThe same clips through the model's codec (all levels): the best a model generating its tokens "
+                 f"could do.\n\n{pairs_table(reference['codec'], sides)}\n")
+    return text
 
 
 def _cmd_pairs(args: argparse.Namespace) -> None:
     import torch
 
-    from musiclm.eval.generation_checks import pairs_table, plot_pairs, run_attribute_pairs
+    from musiclm.eval.generation_checks import pairs_table, plot_pairs, run_attribute_pairs, run_reference_pairs
     from musiclm.fileio import atomic_write_text
 
     _check_common(args)
     if args.batch_seeds < 1:
         raise CheckUsageError(f"--batch-seeds must be >= 1, got {args.batch_seeds}")
+    if args.reference_only and not args.reference:
+        raise CheckUsageError("--reference-only needs --reference CORPUS")
     set_threads(args)
     model, folder = _load_model(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     command = _command_line("eval-pairs", args, _PAIRS_OPTIONS)
-    result = run_attribute_pairs(model, seeds, args.duration, batch_seeds=args.batch_seeds,
-                                 progress=_bar("prompt pairs", not args.no_progress))
+    reference = None
+    if args.reference:
+        reference = run_reference_pairs(args.reference, model.codec, clips=args.reference_clips,
+                                        duration=args.duration,
+                                        progress=_bar("reference clips", not args.no_progress))
+    if args.reference_only:
+        result: dict[str, Any] = {"pairs": [], "duration": args.duration, "seconds": 0.0}
+        table = ""
+    else:
+        result = run_attribute_pairs(model, seeds, args.duration, batch_seeds=args.batch_seeds,
+                                     progress=_bar("prompt pairs", not args.no_progress))
+        table = pairs_table(result)
+    if reference is not None:
+        result["reference"] = reference
     result["settings"] = {"command": command, "model": str(folder), "threads": torch.get_num_threads(),
                           "device": str(model.device)}
-    table = pairs_table(result)
-    paths = {"json": str(out / "pairs.json"), "markdown": str(out / "pairs.md"), "plot": str(out / "pairs.png")}
+    paths = {"json": str(out / "pairs.json"), "markdown": str(out / "pairs.md")}
     _write_json(out / "pairs.json", result)
-    atomic_write_text(out / "pairs.md", "# Prompt pairs that differ in one attribute\n\n"
-                      f"Model `{folder}`, {len(seeds)} seeds, {result['duration']:g} s clips, "
-                      f"{result['seconds']:.0f} s wall time.\n\n{table}\n\nCommand:\n\n```bash\n{command}\n```\n")
-    plot_pairs(result, out / "pairs.png")
-    headline = {"passed": result["passed"], "total": result["total"], "paths": paths, "seconds": result["seconds"],
-                "pairs": {p["name"]: {"high_mean": p["high_mean"], "low_mean": p["low_mean"], "p_value": p["p_value"],
-                                      "passed": p["passed"]} for p in result["pairs"]}}
-    emit(headline, args, lambda _: f"{table}\n\nreport: {paths['markdown']}, plot: {paths['plot']}")
+    body = "# Prompt pairs that differ in one attribute\n\n"
+    if not args.reference_only:
+        body += (f"Model `{folder}`, {len(seeds)} seeds, {result['duration']:g} s clips, "
+                 f"{result['seconds']:.0f} s wall time.\n\n{table}\n\n")
+    if reference is not None:
+        body += _reference_section(reference) + "\n"
+    atomic_write_text(out / "pairs.md", f"{body}Command:\n\n```bash\n{command}\n```\n")
+    if not args.reference_only:
+        paths["plot"] = str(out / "pairs.png")
+        plot_pairs(result, out / "pairs.png")
+    headline: dict[str, Any] = {"paths": paths}
+    if not args.reference_only:
+        headline.update({"passed": result["passed"], "total": result["total"], "seconds": result["seconds"],
+                         "pairs": {p["name"]: {"high_mean": p["high_mean"], "low_mean": p["low_mean"],
+                                               "p_value": p["p_value"], "passed": p["passed"]}
+                                   for p in result["pairs"]}})
+    if reference is not None:
+        headline["reference"] = {kind: {p["name"]: {"high_mean": p["high_mean"], "low_mean": p["low_mean"],
+                                                    "p_value": p["p_value"], "passed": p["passed"]}
+                                        for p in reference[kind]} for kind in ("real", "codec") if kind in reference}
+
+    def text(_: Any) -> str:
+        parts = [table] if table else []
+        if reference is not None:
+            parts.append(_reference_section(reference))
+        return "\n\n".join(parts) + f"\n\nreport: {paths['markdown']}"
+
+    emit(headline, args, text)
 
 
 # ----------------------------------------------------------------------------------------------- melody
@@ -160,7 +209,8 @@ def register(subparsers: Any) -> None:
     pairs = subparsers.add_parser(
         "eval-pairs", help="does the output follow the prompt? four prompt pairs that differ in one attribute",
         description="Generate fast/slow, drums/piano, major/minor and energetic/calm prompt pairs for several seeds "
-                    "and measure tempo, percussive energy, key mode and loudness on the audio. A pair passes when "
+                    "and measure the pace (onsets per second; beat-tracked BPM beside it), percussive energy, key mode "
+                    "and loudness on the audio. A pair passes when "
                     "the 'high' prompt measures higher (one-sided Mann-Whitney U, p < 0.05). Writes pairs.json, "
                     "pairs.md and pairs.png to --out.")
     pairs.add_argument("--model", help="model folder (default: $MUSICLM_MODEL or the bundled model, if installed)")
@@ -169,6 +219,12 @@ def register(subparsers: Any) -> None:
     pairs.add_argument("--batch-seeds", type=int, default=1,
                        help="seeds per generation call (k > 1: one call makes k samples per prompt; default 1)")
     pairs.add_argument("--duration", type=float, default=10.0, help="seconds per clip (default 10)")
+    pairs.add_argument("--reference", metavar="CORPUS",
+                       help="also measure labelled real clips of CORPUS (test split) as they are and through the "
+                            "model's codec: does each measure separate real music, and does the codec keep it?")
+    pairs.add_argument("--reference-clips", type=int, default=16,
+                       help="real clips a side for --reference (default 16)")
+    pairs.add_argument("--reference-only", action="store_true", help="measure the --reference clips only")
     pairs.add_argument("--out", required=True, help="report folder")
     pairs.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_threads_argument(pairs)

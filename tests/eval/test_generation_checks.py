@@ -23,6 +23,7 @@ from musiclm.eval.generation_checks import (
     melody_table,
     run_attribute_pairs,
     run_melody_generation,
+    run_reference_pairs,
 )
 from musiclm.eval.prompt_pairs import PAIRS
 
@@ -181,6 +182,72 @@ def test_batched_seeds_make_one_call_per_group_and_one_sample_per_seed():
     assert result["seeds"] == [3, 4, 5] and result["total"] == 4
     loudness = next(p for p in result["pairs"] if p["name"] == "energy")["high_values"]
     assert len(loudness) == 3 and len(set(np.round(loudness, 6))) >= 2  # different samples, not one copied
+
+
+def write_attribute_corpus(folder: Path, per_side: int = 3) -> Path:
+    """Test clips labelled for every pair's sides: fast/major/high-energy clips are loud clicks at 170 BPM over
+    a major chord, slow/minor/low-energy ones quiet 70 BPM clicks-free minor chords with piano and no drums."""
+    t = np.arange(int(SECONDS * SR)) / SR
+    records = []
+    for i in range(2 * per_side):
+        fast = i < per_side
+        notes = [60, 64, 67] if fast else [57, 60, 64]
+        wav = sum(np.sin(2 * np.pi * 440 * 2 ** ((n - 69) / 12) * t) for n in notes) * (0.2 if fast else 0.02)
+        if fast:
+            for beat in np.arange(0.05, SECONDS, 60 / 170):
+                start = int(beat * SR)
+                wav[start:start + 300] += np.random.default_rng(i).uniform(-0.9, 0.9, 300)
+        clip = f"a{i}"
+        save_audio(folder / "audio" / f"{clip}.flac", wav.astype(np.float32), SR)
+        labels = {"bpm": 170.0 if fast else 70.0, "has_drums": fast, "programs": [0], "mode":
+                  "major" if fast else "minor", "energy": "high" if fast else "low"}
+        records.append(ClipRecord(id=clip, path=f"audio/{clip}.flac", seconds=SECONDS, sample_rate=SR,
+                                  split="test", source="compose", piece_id=clip, labels=labels))
+    write_manifest(folder, records)
+    return folder
+
+
+def test_reference_measures_labelled_real_clips_and_their_codec_roundtrip(tmp_path):
+    corpus = write_attribute_corpus(tmp_path / "corpus")
+
+    class HalvingCodec:  # a lossy "codec" that halves the level: loudness drops, the contrasts survive
+        sample_rate = SR
+
+        @staticmethod
+        def roundtrip(wav, sample_rate, bitrate=None):
+            assert sample_rate == SR and bitrate is None
+            return np.asarray(wav) * 0.5
+
+    result = run_reference_pairs(corpus, HalvingCodec(), clips=3, duration=SECONDS)
+    assert [p["name"] for p in result["real"]] == [p.name for p in PAIRS] == [p["name"] for p in result["codec"]]
+    for pair in result["real"]:
+        assert len(pair["high_values"]) == 3 == len(pair["low_values"]) and pair["high_mean"] > pair["low_mean"]
+    real, coded = ({p["name"]: p for p in result[k]} for k in ("real", "codec"))
+    assert coded["energy"]["high_mean"] == pytest.approx(real["energy"]["high_mean"] - 6.02, abs=0.1)
+    assert "tempo (BPM)" in real["tempo"]["also"]
+    assert all(len(side) == 3 for sides in result["clips"].values() for side in sides)
+    with pytest.raises(GenerationCheckError, match="at least 2 clips a side"):
+        run_reference_pairs(corpus, clips=1)
+    with pytest.raises(GenerationCheckError, match=r"manifest|corpus"):
+        run_reference_pairs(tmp_path / "nowhere")
+
+
+def test_pairs_command_reference_only(run_cli, tiny_model_dir, tmp_path):
+    corpus = write_attribute_corpus(tmp_path / "corpus", per_side=2)
+    out = tmp_path / "ref"
+    code, stdout, stderr = run_cli(["eval-pairs", "--model", str(tiny_model_dir), "--reference", str(corpus),
+                                    "--reference-clips", "2", "--reference-only", "--duration", "1", "--out",
+                                    str(out), "--threads", "1", "--no-progress", "--json"])
+    assert code == 0, stderr
+    headline = json.loads(stdout)
+    assert set(headline["reference"]) == {"real", "codec"} and "passed" not in headline
+    report = json.loads((out / "pairs.json").read_text())
+    assert report["pairs"] == [] and len(report["reference"]["real"]) == 4
+    markdown = (out / "pairs.md").read_text()
+    assert "## The measures on real clips" in markdown and "--reference-only" in markdown
+    assert not (out / "pairs.png").exists()
+    code, _, stderr = run_cli(["eval-pairs", "--model", str(tiny_model_dir), "--reference-only", "--out", str(out)])
+    assert code != 0 and "--reference" in stderr
 
 
 def test_pairs_reject_bad_settings():

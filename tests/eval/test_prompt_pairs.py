@@ -12,7 +12,10 @@ from musiclm.eval.prompt_pairs import (
     format_table,
     loudness_lufs,
     major_minor_score,
+    measure_pair,
+    onset_rate,
     percussive_share,
+    reference_clips,
     tempo_bpm,
 )
 
@@ -38,6 +41,37 @@ def test_measures_on_known_signals():
     assert percussive_share(clicks(120), SR) > 0.6 > percussive_share(chord([60, 64, 67]), SR)
     assert major_minor_score(chord([60, 64, 67, 72, 76])) > 0 > major_minor_score(chord([57, 60, 64, 69, 72]))
     assert loudness_lufs(chord([60], amp=0.5), SR) > loudness_lufs(chord([60], amp=0.05), SR) + 15
+    assert abs(onset_rate(clicks(120), SR) - 2.0) < 0.3 and onset_rate(clicks(180), SR) > 2.6
+    assert onset_rate(np.zeros(SR, np.float32), SR) == 0.0
+
+
+def test_tempo_pair_decides_on_onset_rate_and_reports_bpm_beside_it():
+    tempo = next(p for p in PAIRS if p.name == "tempo")
+    rng = np.random.default_rng(3)
+    result = measure_pair(tempo, [clicks(170, 6.0, rng) for _ in range(5)], [clicks(75, 6.0, rng) for _ in range(5)],
+                          SR)
+    assert result.passed and result.high_mean > 2 * result.low_mean
+    bpm = result.also["tempo (BPM)"]
+    assert len(bpm["high_values"]) == 5 and bpm["high_mean"] > bpm["low_mean"]
+    assert "tempo (BPM) (reported, not the verdict)" in format_table([result])
+
+
+def test_reference_clips_follow_the_labels():
+    labels = ([{"bpm": 170.0, "has_drums": True, "programs": [0], "mode": "major", "energy": "high"}] * 5
+              + [{"bpm": 70.0, "has_drums": False, "programs": [0, 40], "mode": "minor", "energy": "low"}] * 3
+              + [{"bpm": 110.0, "has_drums": False, "programs": [40], "mode": "major", "energy": "medium"}] * 4)
+    by_name = {p.name: p for p in PAIRS}
+    rng = np.random.default_rng(0)
+    high, low = reference_clips(labels, by_name["tempo"], 4, rng)
+    assert len(high) == 4 and set(high) <= set(range(5)) and sorted(low) == [5, 6, 7]  # 110 BPM is neither
+    high, low = reference_clips(labels, by_name["instrument"], 10, rng)
+    assert sorted(high) == list(range(5)) and sorted(low) == [5, 6, 7]  # no drums but no piano: left out
+    high, low = reference_clips(labels, by_name["mode"], 10, rng)
+    assert sorted(high) == [0, 1, 2, 3, 4, 8, 9, 10, 11] and sorted(low) == [5, 6, 7]
+    high, low = reference_clips(labels, by_name["energy"], 10, rng)
+    assert len(high) == 5 and len(low) == 3
+    with pytest.raises(ValueError, match="labels"):
+        reference_clips(labels, type(PAIRS[0])("x", "m", "a", "b", onset_rate), 2, rng)
 
 
 def test_compare_needs_direction_and_significance():
