@@ -214,8 +214,16 @@ def default_mix(piece: Piece) -> MixSettings:
     return MixSettings(gains_db=(0.0,) * n, reverb_sends=(40,) * n, chorus_sends=(0,) * n, chorus_voices=0)
 
 
+MASTER_PEAK_DBFS: dict[str, tuple[float, float]] = {"low": (-9.0, -5.0), "medium": (-5.0, -2.0),
+                                                    "high": (-2.0, -0.5)}
+"""Output peak range by the piece's energy: calm pieces are mastered quieter, as released music is. One peak
+level for every clip would leave loudness carrying nothing (and, with their lower crest factor, calm clips
+measured louder than energetic ones in LUFS)."""
+
+
 def random_mix(piece: Piece, rng: np.random.Generator) -> MixSettings:
-    """A tasteful random mix for one clip: role-based part levels, a room, maybe chorus, a peak level."""
+    """A tasteful random mix for one clip: role-based part levels, a room, maybe chorus, and a peak level that
+    follows the piece's energy (:data:`MASTER_PEAK_DBFS`)."""
     roles = instrument_roles(piece)
     genre = piece.labels.genre.lower()
     spacious = any(word in genre for word in _SPACIOUS_GENRES) or piece.labels.texture == "sparse"
@@ -245,7 +253,7 @@ def random_mix(piece: Piece, rng: np.random.Generator) -> MixSettings:
         chorus_speed_hz=float(rng.uniform(0.2, 0.6)),
         chorus_depth_ms=float(rng.uniform(3.0, 9.0)),
         master_gain=float(rng.uniform(0.3, 0.6)),
-        peak_dbfs=float(rng.uniform(-3.0, -1.0)),
+        peak_dbfs=float(rng.uniform(*MASTER_PEAK_DBFS.get(piece.labels.energy, MASTER_PEAK_DBFS["medium"]))),
     )
 
 
