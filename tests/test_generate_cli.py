@@ -13,7 +13,7 @@ from musiclm.cli import main
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
+def one_openmp_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 

@@ -9,13 +9,7 @@ import torch
 from musiclm.errors import AudioError
 from musiclm.pipeline import MAX_DURATION, GenerationError, MusicLM, story_from_spec
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_generate_shapes_rate_and_rows(tiny_musiclm):

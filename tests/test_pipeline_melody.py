@@ -14,15 +14,9 @@ from musiclm.cli import main
 from musiclm.errors import AudioError
 from musiclm.pipeline import GenerationError, MusicLM
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MELODY_SR = 16_000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,7 @@ import torch
 from musiclm.eval import EvalError, cli
 from musiclm.eval.bench import PeakMemory, build_peer, format_bench, peer_parameters, peer_spec_for, run_bench
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_peer_matches_the_stages_in_width_and_total_depth(tiny_musiclm):

@@ -16,15 +16,9 @@ from musiclm.errors import MusicLMError
 from musiclm.eval import cli
 from musiclm.eval.tagger import Tagger, TaggerConfig, TaggerModel, build_vocab
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

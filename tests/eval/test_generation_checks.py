@@ -31,15 +31,8 @@ SR = 24_000
 SECONDS = 2.0
 SCALE = (0, 2, 4, 5, 7, 9, 11)
 
-pytestmark = pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")  # 1-s clips in librosa
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:n_fft=.* is too large:UserWarning")]  # 1-s clips in librosa
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ from musiclm.eval.systems import (
 )
 from musiclm.eval.tagger import Tagger, TaggerConfig, TaggerModel, build_vocab
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
 SECONDS = 3.0
 PITCH = {"C": 0, "D": 2, "G": 7, "A": 9}
@@ -40,14 +42,6 @@ STYLES = (  # genre, bpm, key, mode, parts (name, program, is_drum)
 )
 CSV_HEADER = ("ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,"
               "is_audioset_eval\n")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def style_clip(bpm: float, key: str, mode: str, seed: int) -> np.ndarray:

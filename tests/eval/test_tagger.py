@@ -39,16 +39,10 @@ from musiclm.eval.tagger_recipe import (
 from musiclm.train.checkpoint import CheckpointError
 from musiclm.train.config import OptimizerConfig, TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
 SECONDS = 2.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def style_audio(style: str, rng: np.random.Generator) -> np.ndarray:

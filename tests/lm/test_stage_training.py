@@ -22,15 +22,9 @@ from musiclm.pipeline import MusicLM
 from musiclm.tokenstore import TokenStore
 from musiclm.tokenstore.build import TokenizerModels, build_store
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

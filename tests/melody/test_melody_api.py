@@ -14,15 +14,9 @@ from musiclm.melody.model import MelodyEmbedder
 from musiclm.mulan.quantizer import QuantizerError, fit_quantizer
 from musiclm.train.checkpoint import CheckpointError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config() -> MelodyConfig:

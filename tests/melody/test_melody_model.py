@@ -12,15 +12,9 @@ from musiclm.melody.config import EncoderConfig, FrontendConfig, MelodyConfig, M
 from musiclm.melody.losses import pair_masks, semi_hard_triplet_loss
 from musiclm.melody.model import MelodyEmbedder, PitchSpectrogram, pitch_centres, pitch_filterbank, window_count
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tone(freq: float, seconds: float = 1.0, amp: float = 0.3) -> torch.Tensor:

@@ -28,18 +28,12 @@ from musiclm.melody.recipe import FeatureCache, MelodyRecipe, MelodyViews, augme
 from musiclm.train.config import OptimizerConfig, TrainConfig
 from musiclm.train.engine import Trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
 NOTE = 0.25
 SECONDS = 2.0
 SCALE = (0, 2, 4, 5, 7, 9, 11)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def hz(pitch: float) -> float:

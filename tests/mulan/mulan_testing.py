@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from musiclm.audio import save_audio
 from musiclm.data.captions import caption_aspects, caption_clip
@@ -23,15 +20,6 @@ from musiclm.mulan.config import (
 from musiclm.train.config import OptimizerConfig, TrainConfig
 
 SR = 24_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one torch thread is faster, and far faster on a busy machine (no spinning workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tones(rng: np.random.Generator, n: int, low: int, high: int, decay: float, harmonics: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mulan_testing import SR, one_thread, style_audio, tiny_model_config
+from mulan_testing import SR, style_audio, tiny_model_config
 
 from musiclm.errors import AudioError
 from musiclm.mulan.api import CONFIG_FILE, WEIGHTS_FILE, MuLan
@@ -13,7 +13,7 @@ from musiclm.mulan.model import MuLanModel
 from musiclm.mulan.quantizer import QuantizerError, fit_quantizer
 from musiclm.mulan.text_tower import TextError
 
-__all__ = ["one_thread"]  # module-wide fixture: one torch thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXTS = ["a calm piano piece", "loud techno with a driving kick drum", "dreamy ambient pads",
          "aggressive rock with distorted guitar", "une pièce calme au piano"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mulan_testing import one_thread, tiny_model_config, tiny_training_config, write_tiny_corpus
+from mulan_testing import tiny_model_config, tiny_training_config, write_tiny_corpus
 
 from musiclm.cli import main
 from musiclm.config import save_yaml
@@ -17,7 +17,7 @@ from musiclm.mulan.model import MuLanModel
 from musiclm.mulan.quantizer import fit_quantizer
 from musiclm.mulan.search import CACHE_DIR
 
-__all__ = ["one_thread"]  # module-wide fixture: one torch thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MUSICCAPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "musiccaps-public.csv"
 

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from mulan_testing import SR, one_thread, tiny_model_config
+from mulan_testing import SR, tiny_model_config
 
 from musiclm.errors import AudioError, MusicLMError
 from musiclm.mulan.audio_tower import window_starts
@@ -16,7 +16,7 @@ from musiclm.mulan.losses import contrastive_loss
 from musiclm.mulan.model import MuLanModel
 from musiclm.mulan.text_tower import TextError, TextTower
 
-__all__ = ["one_thread"]  # module-wide fixture: one torch thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

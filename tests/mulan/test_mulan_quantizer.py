@@ -7,9 +7,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from mulan_testing import one_thread
 
 from musiclm.mulan.quantizer import EmbeddingQuantizer, QuantizerError, effective_codebook_size, fit_quantizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clustered(n: int, dim: int = 16, centers: int = 8, seed: int = 0) -> torch.Tensor:
@@ -18,8 +19,6 @@ def clustered(n: int, dim: int = 16, centers: int = 8, seed: int = 0) -> torch.T
     x = means[rng.integers(0, centers, n)] + 0.2 * rng.standard_normal((n, dim))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return torch.from_numpy(x.astype(np.float32))
-
-__all__ = ["one_thread"]  # module-wide fixture: one torch thread
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mulan_testing import SR, one_thread, style_audio, tiny_training_config, write_tiny_corpus
+from mulan_testing import SR, style_audio, tiny_training_config, write_tiny_corpus
 
 from musiclm.data.captions import split_sentences
 from musiclm.data.manifest import read_manifest
@@ -21,7 +21,7 @@ from musiclm.mulan.recipe import (
 )
 from musiclm.train.engine import Phase, Trainer
 
-__all__ = ["one_thread"]  # module-wide fixture: one torch thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mulan_testing import one_thread, tiny_training_config, write_tiny_corpus
+from mulan_testing import tiny_training_config, write_tiny_corpus
 
 from musiclm.cli import main
 from musiclm.data.manifest import read_manifest
@@ -27,7 +27,7 @@ from musiclm.mulan.text_tuning import (
     with_projection,
 )
 
-__all__ = ["one_thread"]  # module-wide fixture: one torch thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from musiclm.audio import save_audio
@@ -19,18 +18,6 @@ from musiclm.semantic.tokenizer import SemanticTokenizer
 from musiclm.train.config import OptimizerConfig, TrainConfig
 
 SR = 24_000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (a busy machine punishes more); the old setting is restored."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):  # scikit-learn's k-means (OpenMP / BLAS) too
-        yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model_config(**changes) -> SemanticModelConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from semantic_testkit import make_corpus, one_thread, tiny_tokenizer  # noqa: F401
+from semantic_testkit import make_corpus, tiny_tokenizer
 
 from musiclm.semantic.evaluate import (
     LABELS,
@@ -25,6 +25,8 @@ from musiclm.semantic.evaluate import (
     random_tokens,
     span_values,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tokens_equal_to_the_label_give_nmi_one_and_purity_one():

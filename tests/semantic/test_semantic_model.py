@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from semantic_testkit import one_thread, tiny_model_config  # noqa: F401
+from semantic_testkit import tiny_model_config
 
 from musiclm.config import ConfigError, merge, preset, to_dict
 from musiclm.semantic.config import SemanticModelConfig
 from musiclm.semantic.model import SemanticModel, count_parameters, frames_for, span_mask, truncate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from semantic_testkit import make_corpus, one_thread, tiny_training_config  # noqa: F401
+from semantic_testkit import make_corpus, tiny_training_config
 
 from musiclm.cli import main
 from musiclm.semantic.io import load_encoder, model_from_run
@@ -21,6 +21,8 @@ from musiclm.semantic.recipe import (
 )
 from musiclm.semantic.targets import TargetError
 from musiclm.semantic.tokenizer import SemanticTokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from semantic_testkit import SR, one_thread, tiny_model_config  # noqa: F401
+from semantic_testkit import SR, tiny_model_config
 
 from musiclm.semantic.config import TargetConfig
 from musiclm.semantic.model import SemanticModel, truncate
@@ -18,6 +18,8 @@ from musiclm.semantic.targets import (
     fit_targets,
     nearest_centroid,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tone(freq: float, seconds: float = 1.0) -> torch.Tensor:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from semantic_testkit import SR, one_thread, tiny_tokenizer  # noqa: F401
+from semantic_testkit import SR, tiny_tokenizer
 
 from musiclm.errors import AudioError, MusicLMError
 from musiclm.semantic.tokenizer import PAD_TOKEN, SemanticTokenizer, token_count
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

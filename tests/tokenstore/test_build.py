@@ -43,16 +43,10 @@ from musiclm.tokenstore.build import (  # noqa: E402
 from musiclm.tokenstore.cli import TokenizeUsageError, register  # noqa: E402
 from musiclm.tokenstore.store import SHARDS_DIR, STORE_FILE, shard_path  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
 LENGTHS = (1.0, 1.01, 1.0, 0.7, 1.0, 1.01, 1.0, 1.0, 1.3, 1.0, 1.0)  # ragged on purpose: 480 and 960 do not divide
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_models(seed: int = 0) -> TokenizerModels:

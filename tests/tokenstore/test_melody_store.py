@@ -21,15 +21,9 @@ from musiclm.tokenstore import TokenStore  # noqa: E402
 from musiclm.tokenstore.build import TokenizeError, build_store, store_status  # noqa: E402
 from musiclm.tokenstore.store import TokenStoreError  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 24_000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
