@@ -68,7 +68,7 @@ class CodecRecipe(Recipe):
     # ----------------------------------------------------------------------------------- engine hooks
     def build_models(self) -> dict[str, nn.Module]:
         codec = SoundStream(self.config.model)
-        if self.config.init_from:
+        if self.config.init_from and not self.resuming:  # a resumed run loads its checkpoint instead
             initialise_from_export(codec, self.config.init_from)
         if self.config.decoder_only:
             codec.freeze_tokenizer()

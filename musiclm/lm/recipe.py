@@ -143,7 +143,7 @@ class StageRecipe(Recipe):
 
     def build_models(self) -> dict[str, nn.Module]:
         model = Transformer(self.config.model.transformer)
-        if self.config.init_from:
+        if self.config.init_from and not self.resuming:  # a resumed run loads its checkpoint instead
             initialise_from(model, self.config.model, self.config.init_from)
         return {"lm": model}
 

@@ -95,6 +95,11 @@ class StepContext:
 class Recipe:
     """What to train. Subclass it: ``build_models``, ``build_dataset`` and ``phases`` are required."""
 
+    resuming: bool = False
+    """Set by the :class:`Trainer` before ``build_models``: True when the run folder holds a checkpoint, whose
+    weights replace whatever ``build_models`` starts from (so a recipe skips loading its ``init_from`` folder,
+    and a run resumes even after that folder is gone)."""
+
     def build_models(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
@@ -187,6 +192,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
+        self.checkpoints = CheckpointManager(self.run_dir, keep=cfg.keep_checkpoints)
+        self.recipe.resuming = self.checkpoints.latest() is not None
         self.models = {name: m.to(self.device) for name, m in self.recipe.build_models().items()}
         self.phases = self.recipe.phases()
         for phase in self.phases:
@@ -219,7 +226,6 @@ class Trainer:
             self.schedulers[phase.name] = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
         self.dataset = self.recipe.build_dataset()
-        self.checkpoints = CheckpointManager(self.run_dir, keep=cfg.keep_checkpoints)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

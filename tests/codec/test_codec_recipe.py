@@ -195,3 +195,8 @@ def test_decoder_only_training_keeps_the_codes_and_the_token_fingerprint(tmp_pat
     assert tuned.fingerprint() != base.fingerprint()
     assert tuned.matches_fingerprint(base.fingerprint()) is False  # a whole-codec print names one decoder
     assert tuned.matches_fingerprint(base.token_fingerprint()) and base.matches_fingerprint(base.fingerprint())
+
+    folder.rename(tmp_path / "moved")  # resuming reads the checkpoint only, not the init folder
+    longer = merge(tuned_config, {"train.max_steps": 22})
+    assert Trainer(CodecRecipe(longer, [corpus]), longer.train, tmp_path / "tuned").fit().step == 22
+    assert torch.equal(Codec.from_run(tmp_path / "tuned").model.encode(audio), codes)

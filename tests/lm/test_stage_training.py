@@ -247,6 +247,10 @@ def test_init_from_starts_a_fresh_run_from_an_exported_stage(store_dir, tmp_path
 
     tuned = train_stage(replace(config, init_from=str(exported)), [store_dir], tmp_path / "tuned")
     assert tuned.step == config.train.max_steps
+    # resuming needs the checkpoint only: the init folder may be gone by then
+    exported.rename(tmp_path / "moved")
+    longer = replace(config, init_from=str(exported), train=replace(config.train, max_steps=8))
+    assert train_stage(longer, [store_dir], tmp_path / "tuned").step == 8
     train_stage(tiny_training("coarse", store, steps=1), [store_dir], tmp_path / "coarse")
     coarse = stage_from_run(tmp_path / "coarse")[0].save(tmp_path / "lm-coarse")
     with pytest.raises(StageError, match="coarse stage, not the semantic"):
