@@ -22,6 +22,7 @@ import torch
 
 from musiclm.audio import load_audio
 from musiclm.data.manifest import read_manifest
+from musiclm.generate_cli import add_sampling_arguments, sampling_from_args
 from musiclm.lm.stage import StageLM
 from musiclm.mulan.api import MuLan
 from musiclm.pipeline import MusicLM
@@ -65,8 +66,10 @@ def main() -> None:
     parser.add_argument("--judge", help="measure with this MuLan folder instead of the model's own (which still "
                                             "conditions generation): separates conditioning from the yardstick")
     parser.add_argument("--json", action="store_true")
+    add_sampling_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    sampling = {k: v for k, v in sampling_from_args(args).items() if v is not None}
     full = MusicLM.from_pretrained(args.model)
     systems = [("with semantic stage", full)]
     if args.ablation_coarse:
@@ -83,13 +86,14 @@ def main() -> None:
         for seed in range(args.seeds):
             for start in range(0, len(texts), args.batch):
                 chunk = texts[start:start + args.batch]
-                audio, _ = model.generate(chunk, duration=args.duration, seed=seed)
+                audio, _ = model.generate(chunk, duration=args.duration, seed=seed, **sampling)
                 scores.append(mcc(judge, chunk, audio) * len(chunk))
         results[name] = float(np.sum(scores) / (len(texts) * args.seeds))
     real_mcc = results["real clips (ceiling)"]
     ratio = results["with semantic stage"] / real_mcc if real_mcc else None
     if args.json:
-        print(json.dumps({"prompts": len(texts), "seeds": args.seeds, "duration": args.duration, "mcc": results,
+        print(json.dumps({"prompts": len(texts), "seeds": args.seeds, "duration": args.duration, "sampling": sampling,
+                          "mcc": results,
                           "generated_over_real": ratio, "judge": args.judge or "the model's own MuLan"}))
         return
     print(f"{len(texts)} test captions x {args.seeds} seed(s), {args.duration:g} s each")

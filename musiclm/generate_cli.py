@@ -21,6 +21,23 @@ class GenerateUsageError(MusicLMError):
     """A ``generate`` argument is unusable."""
 
 
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--temperature``, ``--top-k``, ``--top-p`` and ``--cfg``: one value for every stage or three."""
+    parser.add_argument("--temperature", help="sampling temperature: one value or semantic,coarse,fine "
+                                              "(default 1.0,0.95,0.4)")
+    parser.add_argument("--top-k", help="keep the k most likely tokens (one value or three)")
+    parser.add_argument("--top-p", help="nucleus sampling threshold (one value or three)")
+    parser.add_argument("--cfg", help="classifier-free guidance scale (one value or semantic,coarse,fine; default 3)")
+
+
+def sampling_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :meth:`MusicLM.generate` that :func:`add_sampling_arguments` parsed (None: the
+    stage's default)."""
+    return {"temperature": _numbers(args.temperature, float, "temperature"),
+            "top_k": _numbers(args.top_k, int, "top-k"), "top_p": _numbers(args.top_p, float, "top-p"),
+            "cfg": _numbers(args.cfg, float, "cfg")}
+
+
 def _numbers(text: str | None, kind: type, name: str) -> Any:
     """``"0.9"`` -> 0.9; ``"1.0,0.95,0.4"`` -> [1.0, 0.95, 0.4] (one value per stage)."""
     if text is None:
@@ -171,11 +188,7 @@ def register(subparsers: Any) -> None:
     gen.add_argument("-o", "--output", help="output .wav/.flac (default: from the prompt's first words; with -n, "
                                             "numbered)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (same seed, same music)")
-    gen.add_argument("--temperature", help="sampling temperature: one value or semantic,coarse,fine "
-                                           "(default 1.0,0.95,0.4)")
-    gen.add_argument("--top-k", help="keep the k most likely tokens (one value or three)")
-    gen.add_argument("--top-p", help="nucleus sampling threshold (one value or three)")
-    gen.add_argument("--cfg", help="classifier-free guidance scale (one value or semantic,coarse,fine; default 3)")
+    add_sampling_arguments(gen)
     gen.add_argument("-n", "--samples", type=int, default=1, help="how many pieces to generate")
     gen.add_argument("--best-of", type=int, default=1,
                      help="generate this many candidates per piece, keep the one closest to the prompt (MuLan)")

@@ -63,8 +63,12 @@ class MelodyCorpusError(GenerationCheckError):
 
 # ------------------------------------------------------------------------------------------ attribute pairs
 def run_attribute_pairs(model: Any, seeds: Sequence[int] = tuple(range(8)), duration: float = 10.0,
-                        batch_seeds: int = 1, progress: Progress | None = None) -> dict[str, Any]:
+                        batch_seeds: int = 1, progress: Progress | None = None,
+                        sampling: dict[str, Any] | None = None) -> dict[str, Any]:
     """Generate the four attribute pairs' prompts for every seed and test each contrast.
+
+    ``sampling`` (``temperature``, ``top_k``, ``top_p``, ``cfg``: what :meth:`MusicLM.generate` takes; None
+    values keep the stage defaults) replaces the model's default sampling.
 
     Every call generates all eight prompts at once. With ``batch_seeds`` = k > 1, one call makes k samples
     per prompt (``num_samples=k``, seeded with the first seed of each group of k) and seed ``j`` of the group
@@ -81,6 +85,9 @@ def run_attribute_pairs(model: Any, seeds: Sequence[int] = tuple(range(8)), dura
     if batch_seeds < 1:
         raise GenerationCheckError(f"batch_seeds must be >= 1, got {batch_seeds}")
     duration = model.check_duration(duration)
+    sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
+    if sampling:
+        model.sampling(**sampling)  # bad values fail here, before any generation
     groups = [seeds[i:i + batch_seeds] for i in range(0, len(seeds), batch_seeds)]
     group_of = {seed: group for group in groups for seed in group}
     cache: dict[int, np.ndarray] = {}
@@ -89,7 +96,7 @@ def run_attribute_pairs(model: Any, seeds: Sequence[int] = tuple(range(8)), dura
     def generate(prompts: list[str], seed: int) -> np.ndarray:
         if seed not in cache:
             group = group_of[seed]
-            audio, _ = model.generate(prompts, duration, seed=group[0], num_samples=len(group))
+            audio, _ = model.generate(prompts, duration, seed=group[0], num_samples=len(group), **sampling)
             rows = audio.numpy().reshape(len(prompts), len(group), -1)  # prompt-major
             for j, member in enumerate(group):
                 cache[member] = rows[:, j]
@@ -103,6 +110,7 @@ def run_attribute_pairs(model: Any, seeds: Sequence[int] = tuple(range(8)), dura
     results = evaluate_pairs(generate, model.sample_rate, seeds, progress=seeds_done)
     return {"pairs": [r.to_dict() for r in results], "passed": sum(r.passed for r in results),
             "total": len(results), "seeds": seeds, "duration": duration, "batch_seeds": batch_seeds,
+            "sampling": sampling,
             "seconds": round(time.perf_counter() - started, 3)}
 
 

@@ -80,8 +80,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ pairs
-_PAIRS_OPTIONS = ("model", "seeds", "first_seed", "batch_seeds", "duration", "reference", "reference_clips",
-                  "reference_only", "out", "threads", "device")
+_PAIRS_OPTIONS = ("model", "seeds", "first_seed", "batch_seeds", "duration", "temperature", "top_k", "top_p", "cfg",
+                  "reference", "reference_clips", "reference_only", "out", "threads", "device")
 
 
 def _reference_section(reference: dict[str, Any]) -> str:
@@ -104,6 +104,7 @@ def _cmd_pairs(args: argparse.Namespace) -> None:
 
     from musiclm.eval.generation_checks import pairs_table, plot_pairs, run_attribute_pairs, run_reference_pairs
     from musiclm.fileio import atomic_write_text
+    from musiclm.generate_cli import sampling_from_args
 
     _check_common(args)
     if args.batch_seeds < 1:
@@ -126,7 +127,8 @@ def _cmd_pairs(args: argparse.Namespace) -> None:
         table = ""
     else:
         result = run_attribute_pairs(model, seeds, args.duration, batch_seeds=args.batch_seeds,
-                                     progress=_bar("prompt pairs", not args.no_progress))
+                                     progress=_bar("prompt pairs", not args.no_progress),
+                                     sampling=sampling_from_args(args))
         table = pairs_table(result)
     if reference is not None:
         result["reference"] = reference
@@ -206,6 +208,8 @@ def _cmd_melody(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------- register
 def register(subparsers: Any) -> None:
     """Add ``musiclm eval-pairs`` and ``musiclm eval-melody`` to the main parser."""
+    from musiclm.generate_cli import add_sampling_arguments
+
     pairs = subparsers.add_parser(
         "eval-pairs", help="does the output follow the prompt? four prompt pairs that differ in one attribute",
         description="Generate fast/slow, drums/piano, major/minor and energetic/calm prompt pairs for several seeds "
@@ -219,6 +223,7 @@ def register(subparsers: Any) -> None:
     pairs.add_argument("--batch-seeds", type=int, default=1,
                        help="seeds per generation call (k > 1: one call makes k samples per prompt; default 1)")
     pairs.add_argument("--duration", type=float, default=10.0, help="seconds per clip (default 10)")
+    add_sampling_arguments(pairs)
     pairs.add_argument("--reference", metavar="CORPUS",
                        help="also measure labelled real clips of CORPUS (test split) as they are and through the "
                             "model's codec: does each measure separate real music, and does the codec keep it?")

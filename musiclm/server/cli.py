@@ -170,16 +170,14 @@ def _cmd_listen_export(args: argparse.Namespace) -> None:
 
 def _cmd_listen_render(args: argparse.Namespace) -> None:
     from musiclm.audio import save_audio
-    from musiclm.generate_cli import _numbers
+    from musiclm.generate_cli import sampling_from_args
     from musiclm.server.listening import read_prompts
     from musiclm.train.command import set_threads
 
     prompts = read_prompts(args.prompts)
     set_threads(args)
     model = load_model(args.model, args.device)
-    sampling = {"temperature": _numbers(args.temperature, float, "temperature"),
-                "top_k": _numbers(args.top_k, int, "top-k"), "top_p": _numbers(args.top_p, float, "top-p"),
-                "cfg": _numbers(args.cfg, float, "cfg")}
+    sampling = sampling_from_args(args)
     out = Path(args.out)
     written = []
     for index, item in enumerate(prompts):
@@ -195,6 +193,7 @@ def _cmd_listen_render(args: argparse.Namespace) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``musiclm serve`` and ``musiclm listen`` to the main parser."""
+    from musiclm.generate_cli import add_sampling_arguments
     from musiclm.pipeline import MODEL_ENV
 
     data_help = f"where results and listening tests live (default: ${DATA_ENV} or ~/.local/share/musiclm/studio)"
@@ -259,10 +258,7 @@ def register(subparsers: Any) -> None:
     render.add_argument("--model", help=f"model folder (default: ${MODEL_ENV} or the bundled model)")
     render.add_argument("-d", "--duration", type=float, default=10.0)
     render.add_argument("--seed", type=int, default=0, help="seed of the first prompt (then +1 per prompt)")
-    render.add_argument("--temperature", help="one value or semantic,coarse,fine")
-    render.add_argument("--top-k")
-    render.add_argument("--top-p")
-    render.add_argument("--cfg")
+    add_sampling_arguments(render)
     render.add_argument("--overwrite", action="store_true", help="regenerate clips that exist")
     render.add_argument("--threads", type=int, help="CPU threads for torch")
     add_device_flag(render)

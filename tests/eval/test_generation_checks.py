@@ -243,6 +243,31 @@ def test_pairs_command_reference_only(run_cli, tiny_model_dir, tmp_path):
     assert code != 0 and "--reference" in stderr
 
 
+def test_pairs_command_passes_sampling_settings_on(run_cli, tiny_model_dir, tmp_path, monkeypatch):
+    from musiclm.pipeline import MusicLM
+
+    seen = []
+    original = MusicLM.generate
+
+    def generate(self, *args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("cfg", "temperature", "top_k")})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MusicLM, "generate", generate)
+    out = tmp_path / "pairs"
+    code, _, stderr = run_cli(["eval-pairs", "--model", str(tiny_model_dir), "--seeds", "1", "--duration", "0.5",
+                               "--cfg", "5", "--temperature", "1.0,0.9,0.5", "--out", str(out), "--threads", "1",
+                               "--no-progress", "--json"])
+    assert code == 0, stderr
+    assert seen == [{"cfg": 5.0, "temperature": [1.0, 0.9, 0.5], "top_k": None}]
+    report = json.loads((out / "pairs.json").read_text())
+    assert report["sampling"] == {"cfg": 5.0, "temperature": [1.0, 0.9, 0.5]}
+    assert "--cfg 5" in (out / "pairs.md").read_text()
+    code, _, stderr = run_cli(["eval-pairs", "--model", str(tiny_model_dir), "--seeds", "1", "--duration", "0.5",
+                               "--cfg", "-2", "--out", str(out), "--no-progress"])
+    assert code != 0 and "cfg" in stderr and len(seen) == 1  # refused before generating anything
+
+
 def test_pairs_reject_bad_settings():
     with pytest.raises(GenerationCheckError, match=r"distinct|differ"):
         run_attribute_pairs(FakeModel(), seeds=[1, 1], duration=1.0)
