@@ -6,11 +6,12 @@ share of percussive energy from harmonic/percussive separation, a major-minor ke
 chromagram, loudness in LUFS) is taken on every clip. A pair *passes* when the "high" prompt's clips measure
 higher on average and a one-sided Mann-Whitney U test over the seeds gives p < ``alpha``.
 
-Each pair also names the corpus clips that carry its attribute (by their labels), so
-:func:`reference_pairs` can check a measure on real music first: a measure that cannot tell the corpus's own
-fast clips from its slow ones cannot judge a model trained on them. Beat-tracked tempo is such a measure on the
-synthetic corpus (its octave errors swamp the contrast), so the tempo pair decides on the onset rate and
-reports the beat-tracked BPM beside it.
+Each pair also names the corpus clips that carry its attribute (by their labels, :func:`reference_clips`), so
+a measure can be checked on real music first
+(:func:`~musiclm.eval.generation_checks.run_reference_pairs`): a measure that cannot tell the corpus's own
+fast clips from its slow ones cannot judge a model trained on them. Beat-tracked tempo separates them only
+weakly and not on every draw of clips (its octave errors blur the contrast), so the tempo pair decides on the
+onset rate and reports the beat-tracked BPM beside it.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ LabelTest = Callable[[Mapping[str, Any]], bool]
 @dataclass(frozen=True)
 class AttributePair:
     """Two prompts that differ in one attribute, the measure that should separate them, measures reported
-    beside it (``also``: name -> measure, not part of the verdict) and, for :func:`reference_pairs`, which
+    beside it (``also``: name -> measure, not part of the verdict) and, for :func:`reference_clips`, which
     labelled corpus clips carry each side."""
 
     name: str
