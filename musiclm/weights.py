@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from musiclm import __version__
 from musiclm.config import load_yaml, save_yaml
 from musiclm.fileio import atomic_path
 from musiclm.mulan.quantizer import EmbeddingQuantizer
-from musiclm.train.checkpoint import CheckpointError, load_state
+from musiclm.train.checkpoint import CheckpointError, load_state, read_safetensors
 
 CONFIG_FILE = "config.yaml"
 ConfigT = TypeVar("ConfigT")
@@ -78,10 +78,7 @@ def load_with_quantizer(folder: str | os.PathLike[str], config_type: type[Config
     if not (folder / CONFIG_FILE).exists() or not (folder / weights_file).exists():
         raise CheckpointError(f"{folder}: not a {what} folder (needs {CONFIG_FILE} and {weights_file})")
     config = load_yaml(config_type, folder / CONFIG_FILE)
-    try:
-        tensors = load_file(str(folder / weights_file))
-    except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{folder / weights_file}: unreadable safetensors file ({exc})") from exc
+    tensors = read_safetensors(folder / weights_file)
     model = build(config)
     state = {k[len("model."):]: v.float() if v.is_floating_point() else v
              for k, v in tensors.items() if k.startswith("model.")}

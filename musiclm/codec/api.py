@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.nn.utils import parametrize
 
 from musiclm import __version__
@@ -23,7 +23,7 @@ from musiclm.config import from_dict, load_yaml, save_yaml, to_dict
 from musiclm.device import resolve_device
 from musiclm.errors import AudioError, MusicLMError
 from musiclm.fileio import atomic_path
-from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights
+from musiclm.train.checkpoint import CheckpointError, CheckpointManager, load_weights, read_safetensors
 from musiclm.weights import weights_digest
 
 CONFIG_FILE = "config.yaml"
@@ -49,10 +49,7 @@ def read_exported_weights(folder: str | os.PathLike[str]) -> tuple[CodecConfig, 
         raise MusicLMError(f"{folder}: not a codec model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}; "
                            f"make one with `musiclm codec export RUN -o DIR`)")
     config = load_yaml(CodecConfig, folder / CONFIG_FILE)
-    try:
-        tensors = load_file(str(folder / WEIGHTS_FILE))
-    except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({exc})") from exc
+    tensors = read_safetensors(folder / WEIGHTS_FILE)
     return config, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
 

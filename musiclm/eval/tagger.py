@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from musiclm import SAMPLE_RATE, __version__
@@ -37,7 +37,7 @@ from musiclm.config import load_yaml, save_yaml
 from musiclm.errors import AudioError, ConfigError
 from musiclm.features import LogMel
 from musiclm.fileio import atomic_path
-from musiclm.train.checkpoint import CheckpointError, load_state
+from musiclm.train.checkpoint import CheckpointError, load_state, read_safetensors
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "tagger.safetensors"
@@ -415,10 +415,7 @@ class Tagger:
             raise CheckpointError(f"{folder}: not a tagger model folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
         config = load_yaml(TaggerConfig, folder / CONFIG_FILE)
         model = TaggerModel(config)
-        try:
-            tensors = load_file(str(folder / WEIGHTS_FILE))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({exc})") from exc
+        tensors = read_safetensors(folder / WEIGHTS_FILE)
         load_state(model, tensors, folder / WEIGHTS_FILE)
         out = cls(model, device)
         out.source = str(folder)

@@ -39,12 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from musiclm.audio import resample
 from musiclm.errors import MusicLMError
 from musiclm.fileio import atomic_path
+from musiclm.train.checkpoint import read_safetensors
 
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 0.025
@@ -253,10 +254,7 @@ def load_vggish(path: str | os.PathLike[str], options: VGGishOptions | None = No
     if not path.is_file():
         raise VGGishWeightsError(f"{path}: no such VGGish weights file (convert the AudioSet release to the "
                                  "safetensors layout documented in musiclm/eval/vggish.py)")
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types
-        raise VGGishWeightsError(f"{path}: unreadable safetensors file ({exc})") from exc
+    tensors = read_safetensors(path, VGGishWeightsError)
     model = VGGish(options)
     model.load_weights(tensors, str(path))
     return model.to(device).eval()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from musiclm import __version__
 from musiclm.config import load_yaml, save_yaml
@@ -21,7 +21,7 @@ from musiclm.lm.layout import StageLayout
 from musiclm.lm.sampling import SamplingParams, generate_tokens
 from musiclm.lm.stage_config import StageConfig
 from musiclm.lm.transformer import Transformer
-from musiclm.train.checkpoint import load_state
+from musiclm.train.checkpoint import load_state, read_safetensors
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -109,10 +109,7 @@ class StageLM:
         if stage is not None and config.stage != stage:
             raise StageError(f"{folder} holds the {config.stage} stage, not the {stage} stage")
         model = Transformer(config.transformer)
-        try:
-            tensors = load_file(str(folder / WEIGHTS_FILE))
-        except Exception as exc:  # safetensors raises its own error types
-            raise StageError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({exc})") from exc
+        tensors = read_safetensors(folder / WEIGHTS_FILE, StageError)
         load_state(model, tensors, folder / WEIGHTS_FILE)
         lm = cls(config, model, device)
         lm.source = str(folder)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from musiclm import SAMPLE_RATE
@@ -38,6 +38,7 @@ from musiclm.features import LogMel, Spectrogram
 from musiclm.fileio import atomic_path, atomic_write_text
 from musiclm.semantic.config import TargetConfig
 from musiclm.semantic.model import SemanticModel, frames_for
+from musiclm.train.checkpoint import read_safetensors
 
 log = logging.getLogger("musiclm.semantic")
 
@@ -257,7 +258,7 @@ class TargetSet(nn.Module):
         if not (folder / TARGETS_META).exists() or not (folder / TARGETS_WEIGHTS).exists():
             raise TargetError(f"{folder}: no fitted targets ({TARGETS_META} and {TARGETS_WEIGHTS})")
         meta = yaml.safe_load((folder / TARGETS_META).read_text()) or {}
-        tensors = load_file(str(folder / TARGETS_WEIGHTS))
+        tensors = read_safetensors(folder / TARGETS_WEIGHTS, TargetError)
         codebooks = []
         for name in meta.get("codebooks", []):
             try:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from musiclm import __version__
 from musiclm.audio import load_audio, resample
@@ -42,7 +42,7 @@ from musiclm.semantic.config import SemanticModelConfig
 from musiclm.semantic.io import TOKENIZER_CONFIG, TOKENIZER_WEIGHTS
 from musiclm.semantic.model import SemanticModel, truncate
 from musiclm.semantic.targets import fit_kmeans, nearest_centroid, subsample_rows
-from musiclm.train.checkpoint import CheckpointError
+from musiclm.train.checkpoint import CheckpointError, read_safetensors
 
 log = logging.getLogger("musiclm.semantic")
 
@@ -167,10 +167,7 @@ class SemanticTokenizer:
             config.validate()
         except MusicLMError as exc:
             raise MusicLMError(f"{folder / TOKENIZER_CONFIG}: {exc}") from None
-        try:
-            tensors = load_file(str(folder / TOKENIZER_WEIGHTS))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{folder / TOKENIZER_WEIGHTS}: unreadable safetensors file ({exc})") from exc
+        tensors = read_safetensors(folder / TOKENIZER_WEIGHTS)
         centroids = tensors.pop("kmeans.centroids", None)
         if centroids is None or tuple(centroids.shape) != (config.num_clusters, config.model.d_model):
             raise CheckpointError(f"{folder / TOKENIZER_WEIGHTS}: missing or misshapen kmeans.centroids")

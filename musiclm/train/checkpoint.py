@@ -68,16 +68,22 @@ def save_weights(module: nn.Module, path: str | os.PathLike[str], metadata: dict
         save_file(state_dict_to_safetensors(module), str(tmp), metadata=metadata)
 
 
+def read_safetensors(path: str | os.PathLike[str],
+                     error: type[MusicLMError] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (never unpickles); a missing or unreadable file raises ``error``
+    (default :class:`CheckpointError`) naming the file."""
+    error = error or CheckpointError
+    if not Path(path).is_file():
+        raise error(f"{path}: no such weights file")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise error(f"{path}: unreadable safetensors file ({exc})") from exc
+
+
 def load_weights(module: nn.Module, path: str | os.PathLike[str], *, strict: bool = True) -> None:
     """Load safetensors weights into ``module`` (errors name the file and the mismatching keys)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
-    load_state(module, tensors, path, strict=strict)
+    load_state(module, read_safetensors(path), path, strict=strict)
 
 
 def load_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], where: str | os.PathLike[str], *,

@@ -29,6 +29,22 @@ def test_mismatched_or_corrupt_weights_are_clear_errors(tmp_path):
         load_weights(nn.Linear(3, 4), tmp_path / "none.safetensors")
 
 
+def test_read_safetensors_raises_the_callers_error(tmp_path):
+    from musiclm.errors import MusicLMError
+    from musiclm.train.checkpoint import read_safetensors
+
+    class StoreError(MusicLMError):
+        pass
+
+    save_weights(nn.Linear(3, 4), tmp_path / "w.safetensors")
+    assert set(read_safetensors(tmp_path / "w.safetensors")) == {"weight", "bias"}
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(StoreError, match="bad.safetensors: unreadable safetensors"):
+        read_safetensors(tmp_path / "bad.safetensors", StoreError)
+    with pytest.raises(StoreError, match="no such weights file"):
+        read_safetensors(tmp_path, StoreError)  # a folder is not a weights file
+
+
 class _Exploit:
     def __reduce__(self):
         return (print, ("unpickled arbitrary code",))
