@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from musiclm.bundled import default_model_dir, model_env
+from musiclm.bundled import component_folder, model_env
 from musiclm.cli import add_json_flag, add_model_flags, emit
 from musiclm.errors import MusicLMError
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
@@ -28,10 +28,7 @@ class CodecUsageError(MusicLMError):
 def _load_codec(args: argparse.Namespace) -> Any:
     from musiclm.codec.api import Codec
 
-    folder = Path(args.model) if args.model else default_model_dir("codec")
-    if not folder.exists():
-        raise CodecUsageError(f"no codec model at {folder}; pass --model DIR (made by `musiclm codec export`) "
-                              f"or set ${MODEL_ENV}")
+    folder = component_folder(args.model, "codec", "codec model", CodecUsageError)
     return Codec.from_pretrained(folder, device=args.device)
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from musiclm.bundled import default_model_dir, model_env
+from musiclm.bundled import component_folder, model_env
 from musiclm.cli import add_device_flag, add_json_flag, add_model_flags, emit
 from musiclm.errors import MusicLMError
 from musiclm.progress import counter
@@ -30,10 +30,7 @@ def _load(args: argparse.Namespace) -> Any:
     from musiclm.melody.api import MelodyModel
 
     set_threads(args)
-    folder = Path(args.model) if args.model else default_model_dir("melody")
-    if not folder.exists():
-        raise MelodyUsageError(f"no melody model at {folder}; pass --model DIR (made by `musiclm melody export`) "
-                               f"or set ${MODEL_ENV}")
+    folder = component_folder(args.model, "melody", "melody model", MelodyUsageError)
     return MelodyModel.from_pretrained(folder, device=args.device)
 
 

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from musiclm.bundled import default_model_dir, model_env
+from musiclm.bundled import component_folder, model_env
 from musiclm.cli import add_device_flag, add_json_flag, add_model_flags, emit
 from musiclm.errors import MusicLMError
 from musiclm.progress import counter
@@ -28,10 +28,7 @@ def _load(args: argparse.Namespace) -> Any:
     from musiclm.mulan.api import MuLan
 
     set_threads(args)
-    folder = Path(args.model) if args.model else default_model_dir("mulan")
-    if not folder.exists():
-        raise MuLanUsageError(f"no MuLan model at {folder}; pass --model DIR (made by `musiclm mulan export`) "
-                              f"or set ${MODEL_ENV}")
+    folder = component_folder(args.model, "mulan", "MuLan model", MuLanUsageError)
     return MuLan.from_pretrained(folder, device=args.device)
 
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from musiclm.bundled import default_model_dir, model_env
+from musiclm.bundled import component_folder, model_env
 from musiclm.cli import add_device_flag, add_json_flag, emit
 from musiclm.errors import MusicLMError
 from musiclm.train.command import add_train_arguments, run_training, set_threads, train_config
@@ -32,10 +32,7 @@ class SemanticUsageError(MusicLMError):
 def _load_tokenizer(args: argparse.Namespace) -> Any:
     from musiclm.semantic.tokenizer import SemanticTokenizer
 
-    folder = Path(args.model) if args.model else default_model_dir("semantic")
-    if not folder.exists():
-        raise SemanticUsageError(f"no semantic tokenizer at {folder}; pass --model DIR (made by `musiclm semantic "
-                                 f"export`) or set ${MODEL_ENV}")
+    folder = component_folder(args.model, "semantic", "semantic tokenizer", SemanticUsageError)
     return SemanticTokenizer.from_pretrained(folder, device=args.device)
 
 

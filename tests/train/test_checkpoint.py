@@ -39,7 +39,7 @@ def test_read_safetensors_raises_the_callers_error(tmp_path):
     save_weights(nn.Linear(3, 4), tmp_path / "w.safetensors")
     assert set(read_safetensors(tmp_path / "w.safetensors")) == {"weight", "bias"}
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(StoreError, match="bad.safetensors: unreadable safetensors"):
+    with pytest.raises(StoreError, match=r"bad\.safetensors: unreadable safetensors"):
         read_safetensors(tmp_path / "bad.safetensors", StoreError)
     with pytest.raises(StoreError, match="no such weights file"):
         read_safetensors(tmp_path, StoreError)  # a folder is not a weights file
