@@ -129,6 +129,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     folder = args.model or os.environ.get(MODEL_ENV) or None  # None: the bundled model
     started = time.perf_counter()
     model = MusicLM.from_pretrained(folder, device=args.device)
+    model.skip_fine_stage = args.draft
     loaded = time.perf_counter()
     progress = StageProgress(not args.no_progress)
     kwargs = {"num_samples": args.samples, "seed": args.seed, "best_of": args.best_of, "progress": progress,
@@ -189,6 +190,8 @@ def register(subparsers: Any) -> None:
                                             "numbered)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (same seed, same music)")
     add_sampling_arguments(gen)
+    gen.add_argument("--draft", action="store_true", help="skip the fine stage and decode the coarse RVQ levels "
+                     "alone: about twice as fast, less high-frequency detail")
     gen.add_argument("-n", "--samples", type=int, default=1, help="how many pieces to generate")
     gen.add_argument("--best-of", type=int, default=1,
                      help="generate this many candidates per piece, keep the one closest to the prompt (MuLan)")

@@ -31,6 +31,13 @@ def test_generate_writes_wav_png_and_json(tiny_model_dir, tmp_path, capsys):
         assert Path(entry["spectrogram"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_draft_flag_makes_audio_of_the_same_length(tiny_model_dir, tmp_path):
+    out = tmp_path / "draft.wav"
+    assert main(["generate", "a calm piano piece", "-d", "1.5", "-o", str(out), "--model", str(tiny_model_dir),
+                 "--draft", "--threads", "1", "--no-progress"]) == 0
+    assert sf.info(str(out)).frames == 36_000
+
+
 def test_generate_story_and_continuation(tiny_model_dir, tmp_path, sine, capsys):
     out = tmp_path / "story.wav"
     assert main(["generate", "--story", "0:a calm intro;1:loud drums", "-d", "2", "-o", str(out),

@@ -193,6 +193,24 @@ def test_loud_decodes_are_scaled_below_full_scale(tiny_musiclm, monkeypatch):
     assert float(quiet.abs().max()) <= OUTPUT_PEAK
 
 
+def test_draft_mode_skips_the_fine_stage_and_decodes_the_same_coarse_codes(tiny_musiclm, monkeypatch):
+    decoded = []
+    original = tiny_musiclm.codec.decode
+    monkeypatch.setattr(tiny_musiclm.codec, "decode",
+                        lambda codes, length: decoded.append(codes.clone()) or original(codes, length=length))
+    full, _ = tiny_musiclm.generate("a calm piano piece", duration=1.0, seed=5)
+    fine_calls = []
+    fine = tiny_musiclm.stages["fine"]
+    monkeypatch.setattr(fine, "generate", lambda *a, **k: fine_calls.append(1))
+    monkeypatch.setattr(tiny_musiclm, "skip_fine_stage", True)
+    draft, _ = tiny_musiclm.generate("a calm piano piece", duration=1.0, seed=5)
+    coarse_levels = tiny_musiclm.stages["coarse"].config.tokens.coarse_levels
+    assert not fine_calls and draft.shape == full.shape
+    assert decoded[1].shape[1] == coarse_levels < decoded[0].shape[1]
+    assert torch.equal(decoded[1], decoded[0][:, :coarse_levels])  # the same coarse tokens, per-stage seeds
+    assert tiny_musiclm.with_stage(tiny_musiclm.stages["coarse"]).skip_fine_stage
+
+
 def test_resynthesis_renders_the_semantic_tokens_of_the_audio(tiny_musiclm, sine, monkeypatch):
     wav = sine(330.0, seconds=0.6, sr=24_000)
     coarse = tiny_musiclm.stages["coarse"]
