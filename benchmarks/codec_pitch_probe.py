@@ -22,8 +22,8 @@ import torch
 from sklearn.neural_network import MLPClassifier
 
 from musiclm.audio import load_audio
+from musiclm.bundled import default_model_dir
 from musiclm.codec.api import Codec
-from musiclm.codec.cli import default_model_dir
 from musiclm.codec.metrics import chroma_agreement
 from musiclm.data.manifest import read_manifest
 from musiclm.errors import MusicLMError
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    codec = Codec.from_pretrained(args.model or default_model_dir())
+    codec = Codec.from_pretrained(args.model or default_model_dir("codec"))
 
     def pick(split: str, count: int) -> list:
         records = [r for r in read_manifest(args.corpus, split)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     train, test = frames(codec, pick("train", args.train_clips), args.corpus), \
         frames(codec, pick("test", args.test_clips), args.corpus)
     result: dict[str, object] = {
-        "model": str(args.model or default_model_dir()), "corpus": args.corpus,
+        "model": str(args.model or default_model_dir("codec")), "corpus": args.corpus,
         "train_frames": int(len(train["label"])), "test_frames": int(len(test["label"])),
         "majority": float(np.bincount(test["label"], minlength=12).max() / len(test["label"])),
         "roundtrip_chroma_agreement": float(np.nanmean(test["agreement"])),

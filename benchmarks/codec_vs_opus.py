@@ -26,8 +26,8 @@ import torch
 
 from musiclm import SAMPLE_RATE
 from musiclm.audio import READABLE_SUFFIXES, load_audio, save_audio
+from musiclm.bundled import default_model_dir
 from musiclm.codec.api import Codec
-from musiclm.codec.cli import default_model_dir
 from musiclm.codec.metrics import chroma_agreement, mel_distance, si_sdr, stft_distance
 from musiclm.data.manifest import read_manifest
 from musiclm.errors import MusicLMError
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise MusicLMError("ffmpeg and ffprobe (with libopus) are needed")
 
-    codec = Codec.from_pretrained(args.model or default_model_dir(), device=args.device)
+    codec = Codec.from_pretrained(args.model or default_model_dir("codec"), device=args.device)
     systems = [f"ours {k:g} kbps" for k in OURS_KBPS] + [f"opus {k:g} kbps" for k in OPUS_KBPS]
     results: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
     figure_panels: dict[str, np.ndarray] = {}

@@ -191,7 +191,7 @@ def register(subparsers: Any) -> None:
     gen.add_argument("--seed", type=int, default=0, help="random seed (same seed, same music)")
     add_sampling_arguments(gen)
     gen.add_argument("--draft", action="store_true", help="skip the fine stage and decode the coarse RVQ levels "
-                     "alone: about twice as fast, less high-frequency detail")
+                     "alone: about 1.7x faster, less fine detail")
     gen.add_argument("-n", "--samples", type=int, default=1, help="how many pieces to generate")
     gen.add_argument("--best-of", type=int, default=1,
                      help="generate this many candidates per piece, keep the one closest to the prompt (MuLan)")

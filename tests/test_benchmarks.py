@@ -1,0 +1,21 @@
+"""Every benchmark script imports (their timings are run by hand, but a renamed helper must not break them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_benchmark_imports_and_has_a_main(script, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # they import each other's helpers
+    spec = importlib.util.spec_from_file_location(f"benchmark_{Path(script).stem}", BENCHMARKS / script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    assert callable(getattr(module, "main", None)), f"{script} has no main()"
