@@ -46,7 +46,7 @@ def test_two_process_ddp_on_cpu_ends_with_identical_parameters(tmp_path):
     cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(HERE / "toy_train.py"), str(tmp_path),
            "--max-steps", "30", "--checkpoint-every", "10", "--two-phases", "--ema", "0.9"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, f"{out.stderr[:4000]}\n...\n{out.stderr[-2000:]}"  # the ranks' own errors first
     rank0 = load_file(tmp_path / "final-rank0.safetensors")
     rank1 = load_file(tmp_path / "final-rank1.safetensors")
     for key in rank0:
