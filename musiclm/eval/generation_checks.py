@@ -137,6 +137,7 @@ def run_reference_pairs(corpus: str | os.PathLike[str], codec: Any = None, clips
     "split", "seconds"}``; a pair's dict has the keys of :meth:`~musiclm.eval.prompt_pairs.PairResult.to_dict`
     with the prompts replaced by the label sides.
     """
+    from musiclm import SAMPLE_RATE
     from musiclm.audio import load_audio
     from musiclm.data.manifest import ManifestError, read_manifest
     from musiclm.eval.prompt_pairs import PAIRS, measure_pair, reference_clips
@@ -149,7 +150,7 @@ def run_reference_pairs(corpus: str | os.PathLike[str], codec: Any = None, clips
     if clips < 2:
         raise GenerationCheckError(f"the reference needs at least 2 clips a side, got {clips}")
     rng = np.random.default_rng(seed)
-    rate = codec.sample_rate if codec is not None else 24_000
+    rate = codec.sample_rate if codec is not None else SAMPLE_RATE
     chosen = [reference_clips([r.labels for r in records], pair, clips, rng) for pair in PAIRS]
     for pair, (high, low) in zip(PAIRS, chosen, strict=True):
         if len(high) < 2 or len(low) < 2:
