@@ -43,8 +43,9 @@ def frames(codec: Codec, records: list, corpus: str, audible_db: float = -26.0) 
         with torch.no_grad():
             codes = codec.model.encode(audio)
             level1 = codec.model.quantizer.decode(codes[:, :1])[0].T.numpy()
-            every = codec.model.quantizer.decode(codes)[0].T.numpy()
-            decoded = codec.model.decode(codes)[:, : audio.shape[-1]]
+            latent = codec.model.quantizer.decode(codes)
+            decoded = codec.model.decoder(latent).squeeze(1)[:, : audio.shape[-1]]
+            every = latent[0].T.numpy()
         chroma, rms = chromagram(wav, rate, 1024, hop)
         spectrum = mel(audio)[0].T.numpy()
         n = min(len(level1), chroma.shape[1], len(spectrum))

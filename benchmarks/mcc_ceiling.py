@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_vs_opus import opus_roundtrip
 from semantic_ablation import corpus_prompts, mcc
 
-from musiclm.pipeline import OUTPUT_PEAK, MusicLM
+from musiclm.pipeline import MusicLM, limit_peak
 
 LEVELS = (3, 4, 6, 12)
 
@@ -78,9 +78,7 @@ def generated_rows(model: MusicLM, texts: list[str], duration: float, batch: int
             model.generate(texts[start:start + batch], duration=duration, seed=0)
             codes, length = captured[-1]
             for n in LEVELS:
-                audio = decode(codes[:, :n], length=length).float().cpu()
-                peak = audio.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-                audio = audio * torch.clamp(OUTPUT_PEAK / peak, max=1.0)  # as the pipeline levels its output
+                audio = limit_peak(decode(codes[:, :n], length=length).float().cpu())  # as the pipeline does
                 rows[f"generated, {n} levels"].extend(audio.numpy())
     finally:
         codec.decode = decode

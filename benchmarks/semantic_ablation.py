@@ -69,7 +69,7 @@ def main() -> None:
     add_sampling_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sampling = {k: v for k, v in sampling_from_args(args).items() if v is not None}
+    sampling = sampling_from_args(args)
     full = MusicLM.from_pretrained(args.model)
     systems = [("with semantic stage", full)]
     if args.ablation_coarse:

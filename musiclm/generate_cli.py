@@ -31,11 +31,12 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sampling_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :meth:`MusicLM.generate` that :func:`add_sampling_arguments` parsed (None: the
-    stage's default)."""
-    return {"temperature": _numbers(args.temperature, float, "temperature"),
-            "top_k": _numbers(args.top_k, int, "top-k"), "top_p": _numbers(args.top_p, float, "top-p"),
-            "cfg": _numbers(args.cfg, float, "cfg")}
+    """The keyword arguments of :meth:`MusicLM.generate` that :func:`add_sampling_arguments` parsed; options
+    not given are left out (the stages' defaults apply)."""
+    values = {"temperature": _numbers(args.temperature, float, "temperature"),
+              "top_k": _numbers(args.top_k, int, "top-k"), "top_p": _numbers(args.top_p, float, "top-p"),
+              "cfg": _numbers(args.cfg, float, "cfg")}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _numbers(text: str | None, kind: type, name: str) -> Any:
@@ -106,8 +107,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         raise GenerateUsageError("the prompt is empty; describe the music, e.g. 'a calm piano piece'")
     MusicLM.check_duration(args.duration)  # fail before the model loads
     story = story_from_spec(args.story) if args.story else None
-    temperature, top_k = _numbers(args.temperature, float, "temperature"), _numbers(args.top_k, int, "top-k")
-    top_p, cfg = _numbers(args.top_p, float, "top-p"), _numbers(args.cfg, float, "cfg")
+    sampling = sampling_from_args(args)
     output = Path(args.output) if args.output else default_output(args.prompt or story[0][1])
     if output.suffix.lower() not in (".wav", ".flac"):
         raise GenerateUsageError(f"{output}: the output must end in .wav or .flac")
@@ -133,7 +133,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     loaded = time.perf_counter()
     progress = StageProgress(not args.no_progress)
     kwargs = {"num_samples": args.samples, "seed": args.seed, "best_of": args.best_of, "progress": progress,
-              "temperature": temperature, "top_k": top_k, "top_p": top_p, "cfg": cfg}
+              **sampling}
     try:
         if story is not None:
             audio, rate = model.generate_story(story, args.duration, **kwargs)

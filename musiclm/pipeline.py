@@ -565,9 +565,7 @@ class MusicLM:
         audio = self.codec.decode(codes.to(self.codec.device), length=int(round(duration * self.sample_rate)))
         if progress is not None:
             progress("decode", 1, 1)
-        audio = audio.float().cpu()
-        peak = audio.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-        return audio * torch.clamp(OUTPUT_PEAK / peak, max=1.0)
+        return limit_peak(audio.float().cpu())
 
     def _rerank(self, audio: torch.Tensor, texts: list[str], best_of: int,
                 progress: ProgressCallback | None) -> torch.Tensor:
@@ -616,6 +614,12 @@ def _null(layout, condition: torch.Tensor) -> torch.Tensor:
     """The condition with its MuLan tokens replaced by null tokens (the unconditional half of CFG)."""
     drop = torch.ones(condition.shape[0], dtype=torch.bool)
     return layout.drop_condition(condition, drop)
+
+
+def limit_peak(audio: torch.Tensor) -> torch.Tensor:
+    """Rows ``[B, samples]`` scaled down (never up) so no peak exceeds :data:`OUTPUT_PEAK`: the output's level."""
+    peak = audio.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+    return audio * torch.clamp(OUTPUT_PEAK / peak, max=1.0)
 
 
 def _generators(seed: int) -> dict[str, torch.Generator]:

@@ -84,6 +84,12 @@ _PAIRS_OPTIONS = ("model", "seeds", "first_seed", "batch_seeds", "duration", "te
                   "reference", "reference_clips", "reference_only", "out", "threads", "device")
 
 
+def _brief(pairs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each pair's means, p-value and verdict, by name (the JSON headline)."""
+    return {p["name"]: {"high_mean": p["high_mean"], "low_mean": p["low_mean"], "p_value": p["p_value"],
+                        "passed": p["passed"]} for p in pairs}
+
+
 def _reference_section(reference: dict[str, Any]) -> str:
     from musiclm.eval.generation_checks import pairs_table
 
@@ -140,8 +146,9 @@ def _cmd_pairs(args: argparse.Namespace) -> None:
     if not args.reference_only:
         body += (f"Model `{folder}`, {len(seeds)} seeds, {result['duration']:g} s clips, "
                  f"{result['seconds']:.0f} s wall time.\n\n{table}\n\n")
-    if reference is not None:
-        body += _reference_section(reference) + "\n"
+    reference_text = _reference_section(reference) if reference is not None else ""
+    if reference_text:
+        body += reference_text + "\n"
     atomic_write_text(out / "pairs.md", f"{body}Command:\n\n```bash\n{command}\n```\n")
     if not args.reference_only:
         paths["plot"] = str(out / "pairs.png")
@@ -149,18 +156,12 @@ def _cmd_pairs(args: argparse.Namespace) -> None:
     headline: dict[str, Any] = {"paths": paths}
     if not args.reference_only:
         headline.update({"passed": result["passed"], "total": result["total"], "seconds": result["seconds"],
-                         "pairs": {p["name"]: {"high_mean": p["high_mean"], "low_mean": p["low_mean"],
-                                               "p_value": p["p_value"], "passed": p["passed"]}
-                                   for p in result["pairs"]}})
+                         "pairs": _brief(result["pairs"])})
     if reference is not None:
-        headline["reference"] = {kind: {p["name"]: {"high_mean": p["high_mean"], "low_mean": p["low_mean"],
-                                                    "p_value": p["p_value"], "passed": p["passed"]}
-                                        for p in reference[kind]} for kind in ("real", "codec") if kind in reference}
+        headline["reference"] = {kind: _brief(reference[kind]) for kind in ("real", "codec") if kind in reference}
 
     def text(_: Any) -> str:
-        parts = [table] if table else []
-        if reference is not None:
-            parts.append(_reference_section(reference))
+        parts = [part for part in (table, reference_text) if part]
         return "\n\n".join(parts) + f"\n\nreport: {paths['markdown']}"
 
     emit(headline, args, text)
