@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from musiclm import __version__
 from musiclm.audio import resample, validate_audio
-from musiclm.codec.config import CodecConfig, CodecTrainingConfig
+from musiclm.codec.config import SPECTRAL_FIELDS, CodecConfig, CodecTrainingConfig
 from musiclm.codec.model import SoundStream, folded_state_dict, remove_weight_norm
 from musiclm.config import from_dict, load_yaml, save_yaml, to_dict
 from musiclm.device import resolve_device
@@ -40,6 +40,15 @@ AudioInput = np.ndarray | torch.Tensor
 def _inference_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The tensors a saved codec holds: weight normalisation folded in, training-only statistics left out."""
     return {k: v for k, v in folded_state_dict(model).items() if k.rsplit(".", 1)[-1] not in _TRAINING_ONLY}
+
+
+def _fingerprint_config(config: CodecConfig) -> dict:
+    """The config as fingerprints hash it: a SEANet codec leaves out the spectral architecture's fields, so
+    its fingerprints are those recorded before the fields existed."""
+    fields = to_dict(config)
+    if config.architecture == "seanet":
+        fields = {k: v for k, v in fields.items() if k not in SPECTRAL_FIELDS}
+    return fields
 
 
 def read_exported_weights(folder: str | os.PathLike[str]) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
@@ -150,14 +159,14 @@ class Codec:
     # -------------------------------------------------------------------------------------- fingerprints
     def fingerprint(self) -> str:
         """A short hash of the whole codec: config and weights (the same before and after save/load)."""
-        return weights_digest(to_dict(self.config), _inference_state(self.model))
+        return weights_digest(_fingerprint_config(self.config), _inference_state(self.model))
 
     def token_fingerprint(self) -> str:
         """A short hash of what the codes depend on: the encoder, the quantiser and their config. Token
         stores and acoustic stages record this one, so a codec whose decoder was retrained
         (``decoder_only``) keeps them all valid."""
         state = {k: v for k, v in _inference_state(self.model).items() if k.startswith(TOKEN_SIDE_PREFIXES)}
-        config = {k: v for k, v in to_dict(self.config).items() if k not in DECODER_ONLY_FIELDS}
+        config = {k: v for k, v in _fingerprint_config(self.config).items() if k not in DECODER_ONLY_FIELDS}
         return weights_digest(config, state)
 
     def matches_fingerprint(self, recorded: str) -> bool:
@@ -262,8 +271,8 @@ class Codec:
         """Codes ``[B, levels, ceil(T / hop)]`` (int64) of ``[T]``, ``[B, T]`` or ``[B, C, T]`` audio.
 
         Audio at another ``sample_rate`` is resampled, several channels averaged. Long inputs are encoded
-        in chunks of ``chunk_seconds`` with enough left context that the codes do not depend on the
-        chunking (the encoder is causal with a finite receptive field).
+        in chunks of ``chunk_seconds`` with enough context either side that the codes do not depend on the
+        chunking (the encoders have a finite reach; SEANet's is causal).
         """
         n_levels = self.levels_for(bitrate, levels)
         audio = self._prepare(wav, sample_rate)
@@ -272,11 +281,11 @@ class Codec:
         chunk = max(1, int(chunk_seconds * self.frame_rate))
         if frames <= chunk:
             return self.model.encode(audio, n_levels)
-        context = self._context_frames()
+        context, ahead = self._context_frames(), self.model.lookahead_frames()
         pieces = []
         for start in range(0, frames, chunk):
             begin = max(0, start - context)
-            segment = audio[..., begin * hop : (start + chunk) * hop]
+            segment = audio[..., begin * hop : (start + chunk + ahead) * hop]
             codes = self.model.encode(segment, n_levels)
             pieces.append(codes[..., start - begin : start - begin + chunk])
         return torch.cat(pieces, dim=-1)
@@ -304,12 +313,12 @@ class Codec:
         if frames <= chunk:
             audio = self.model.decode(codes)
         else:
-            context = self._context_frames()
+            context, ahead = self._context_frames(), self.model.lookahead_frames()
             hop, pieces = self.hop_length, []
             for start in range(0, frames, chunk):
                 begin = max(0, start - context)
-                out = self.model.decode(codes[..., begin : start + chunk])
-                pieces.append(out[..., (start - begin) * hop :])
+                out = self.model.decode(codes[..., begin : start + chunk + ahead])
+                pieces.append(out[..., (start - begin) * hop : (start - begin + chunk) * hop])
             audio = torch.cat(pieces, dim=-1)
         if length is not None:
             if length < 1:

@@ -1,9 +1,10 @@
-"""SoundStream: a causal, streamable SEANet encoder/decoder with a residual vector quantiser in between.
+"""SoundStream: an encoder/decoder with a residual vector quantiser in between.
 
-Every convolution is causal (padded on the left only) and every stride is matched by a transposed
-convolution whose right overhang is trimmed, so a code frame depends only on the audio up to its own end and
-decoded sample ``t`` only on code frames up to the one holding ``t``: the codec streams with one frame
-(``hop_length`` samples, 20 ms) of latency. Weight normalisation is used for training;
+The default (``architecture: seanet``) is SoundStream's causal, streamable SEANet; the spectral networks
+are in ``spectral.py``. In SEANet every convolution is causal (padded on the left only) and every stride is
+matched by a transposed convolution whose right overhang is trimmed, so a code frame depends only on the
+audio up to its own end and decoded sample ``t`` only on code frames up to the one holding ``t``: the codec
+streams with one frame (``hop_length`` samples, 20 ms) of latency. Weight normalisation is used for training;
 :func:`remove_weight_norm` folds it into plain weights for inference.
 """
 
@@ -19,6 +20,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from musiclm.codec.config import CodecConfig
 from musiclm.codec.quantizer import ResidualQuantizer
+from musiclm.codec.spectral import SpectralDecoder, SpectralEncoder, reach_frames
 
 
 def _zero_bias(conv: nn.Module) -> nn.Module:
@@ -139,9 +141,10 @@ class SoundStream(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        self.encoder = Encoder(config)
+        spectral = config.architecture == "spectral"
+        self.encoder = SpectralEncoder(config) if spectral else Encoder(config)
         self.quantizer = ResidualQuantizer(config)
-        self.decoder = Decoder(config)
+        self.decoder = SpectralDecoder(config) if spectral else Decoder(config)
         self.tokenizer_frozen = False
 
     def freeze_tokenizer(self) -> SoundStream:
@@ -192,9 +195,15 @@ class SoundStream(nn.Module):
         dtype = next(self.decoder.parameters()).dtype
         return self.decoder(latent.to(dtype)).squeeze(1)
 
+    def lookahead_frames(self) -> int:
+        """Code frames of right context a code or a decoded sample depends on (0: SEANet is causal)."""
+        return reach_frames(self.config) if self.config.architecture == "spectral" else 0
+
     def receptive_field_frames(self) -> int:
         """Code frames of left context after which neither a code nor a decoded sample depends on earlier
         input (chunked encoding/decoding with this much overlap equals processing the whole signal)."""
+        if self.config.architecture == "spectral":
+            return reach_frames(self.config)
         reach, jump = 0, 1  # encoder: input samples that one code frame sees
         for module in self.encoder.modules():
             if isinstance(module, CausalConv1d):
