@@ -1,12 +1,14 @@
 """What caps the MuLan text-audio similarity (MCC) of generated music: real clips through degradations and the codec.
 
     python benchmarks/mcc_ceiling.py --model musiclm/pretrained --prompts corpora/synth --n 32 [--generate] [--json]
+    python benchmarks/mcc_ceiling.py --model musiclm/pretrained --codec runs/new-codec-export ...   # another codec
 
 Takes the same test captions and real clips as ``benchmarks/semantic_ablation.py`` and scores MCC (the
 model's own MuLan: cosine of the caption's text embedding and the clip's audio embedding) on the real clips as
 they are, after generic degradations (white noise, low-pass filters, a gain change, Opus 6 and 12 kbps when
 ffmpeg has libopus), after the model's codec at several RVQ level counts, and through the codec's encoder and
-decoder without quantising. A real clip after the codec's roundtrip is what perfect stages could give back,
+decoder without quantising (``--codec DIR``: another codec's, before any stage is trained on its tokens;
+MuLan stays the model's). A real clip after the codec's roundtrip is what perfect stages could give back,
 so the codec rows are the cap on generated MCC. ``--generate`` also generates every caption once (seed 0)
 and decodes the same generated tokens at each level count (do the fine levels help?).
 """
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_vs_opus import opus_roundtrip
 from semantic_ablation import corpus_prompts, mcc
 
+from musiclm.codec.api import Codec
 from musiclm.pipeline import MusicLM, limit_peak
 
 LEVELS = (3, 4, 6, 12)
@@ -44,17 +47,17 @@ def low_pass(wav: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
     return scipy.signal.sosfilt(sos, wav).astype(np.float32)
 
 
-def codec_rows(model: MusicLM, real: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+def codec_rows(codec: Codec, real: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
     """Each clip through the codec at every level count of ``LEVELS`` and through encoder+decoder alone."""
-    soundstream = model.codec.model
+    soundstream = codec.model
     rows: dict[str, list[np.ndarray]] = {f"codec, {n} levels": [] for n in LEVELS}
     rows["codec encoder and decoder, no quantiser"] = []
     with torch.inference_mode():
         for wav in real:
-            codes = model.codec.encode(wav[None], model.sample_rate, bitrate=None)
+            codes = codec.encode(wav[None], codec.sample_rate, bitrate=None)
             for n in LEVELS:
-                rows[f"codec, {n} levels"].append(model.codec.decode(codes[:, :n], length=len(wav))[0].float().numpy())
-            audio = torch.as_tensor(wav, device=model.codec.device)[None]
+                rows[f"codec, {n} levels"].append(codec.decode(codes[:, :n], length=len(wav))[0].float().numpy())
+            audio = torch.as_tensor(wav, device=codec.device)[None]
             latent = soundstream.encoder(soundstream._pad(audio).unsqueeze(1))
             decoded = soundstream.decoder(latent).squeeze(1)[0, : len(wav)]
             rows["codec encoder and decoder, no quantiser"].append(decoded.float().cpu().numpy())
@@ -89,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--prompts", required=True, help="corpus folder (test split captions and clips)")
+    parser.add_argument("--codec", help="codec folder for the codec rows (default: the model's)")
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--generate", action="store_true", help="also generate and decode at each level count")
     parser.add_argument("--duration", type=float, default=10.0)
@@ -111,7 +115,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="mcc-ceiling-") as tmp:
             for kbps in (12.0, 6.0):
                 rows[f"Opus {kbps:g} kbps"] = [opus_roundtrip(w, kbps, Path(tmp))[0] for w in real]
-    rows.update(codec_rows(model, real))
+    rows.update(codec_rows(Codec.from_pretrained(args.codec) if args.codec else model.codec, real))
     if args.generate:
         rows.update(generated_rows(model, texts, args.duration, args.batch))
     scores = {name: mcc(model.mulan, texts, audio) for name, audio in rows.items()}

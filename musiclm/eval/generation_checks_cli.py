@@ -81,7 +81,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------ pairs
 _PAIRS_OPTIONS = ("model", "seeds", "first_seed", "batch_seeds", "duration", "temperature", "top_k", "top_p", "cfg",
-                  "reference", "reference_clips", "reference_only", "out", "threads", "device")
+                  "reference", "reference_clips", "reference_only", "codec", "out", "threads", "device")
 
 
 def _brief(pairs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -117,6 +117,8 @@ def _cmd_pairs(args: argparse.Namespace) -> None:
         raise CheckUsageError(f"--batch-seeds must be >= 1, got {args.batch_seeds}")
     if args.reference_only and not args.reference:
         raise CheckUsageError("--reference-only needs --reference CORPUS")
+    if args.codec and not args.reference:
+        raise CheckUsageError("--codec needs --reference CORPUS (it is the codec the real clips go through)")
     set_threads(args)
     model, folder = _load_model(args)
     out = Path(args.out)
@@ -125,7 +127,12 @@ def _cmd_pairs(args: argparse.Namespace) -> None:
     command = _command_line("eval-pairs", args, _PAIRS_OPTIONS)
     reference = None
     if args.reference:
-        reference = run_reference_pairs(args.reference, model.codec, clips=args.reference_clips,
+        codec = model.codec
+        if args.codec:
+            from musiclm.codec.api import Codec
+
+            codec = Codec.from_pretrained(args.codec, device=model.device)
+        reference = run_reference_pairs(args.reference, codec, clips=args.reference_clips,
                                         duration=args.duration,
                                         progress=_bar("reference clips", not args.no_progress))
     if args.reference_only:
@@ -231,6 +238,9 @@ def register(subparsers: Any) -> None:
     pairs.add_argument("--reference-clips", type=int, default=16,
                        help="real clips a side for --reference (default 16)")
     pairs.add_argument("--reference-only", action="store_true", help="measure the --reference clips only")
+    pairs.add_argument("--codec", metavar="DIR",
+                       help="send the --reference clips through this codec instead of the model's (a new codec's "
+                            "cap, before stages are trained on its tokens)")
     pairs.add_argument("--out", required=True, help="report folder")
     pairs.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_threads_argument(pairs)

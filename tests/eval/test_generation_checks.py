@@ -356,3 +356,29 @@ def test_folders_that_are_not_melody_corpora_give_clear_errors(run_cli, melody_m
     code, _, stderr = run_cli(["eval-melody", "--model", str(melody_model_dir), "--melodies", str(plain), "--n", "1",
                                "--out", str(tmp_path / "y"), "--no-progress"])
     assert code == 1 and "melody-pairs corpus" in stderr
+
+
+def test_pairs_command_sends_reference_clips_through_another_codec(run_cli, tiny_model_dir, tmp_path):
+    from musiclm.codec.api import Codec
+    from musiclm.codec.config import CodecConfig
+    from musiclm.codec.model import SoundStream
+
+    torch.manual_seed(0)
+    other = Codec(SoundStream(CodecConfig(architecture="spectral", spectral_dim=16, spectral_ffn=32,
+                                          spectral_blocks=1, latent_dim=8, kmeans_init=False)))
+    other_dir = other.save(tmp_path / "other-codec")
+    corpus = write_attribute_corpus(tmp_path / "corpus", per_side=2)
+    reports = {}
+    for name, extra in (("own", []), ("other", ["--codec", str(other_dir)])):
+        code, _, stderr = run_cli(["eval-pairs", "--model", str(tiny_model_dir), "--reference", str(corpus),
+                                   "--reference-clips", "2", "--reference-only", "--duration", "1", "--out",
+                                   str(tmp_path / name), "--threads", "1", "--no-progress", *extra])
+        assert code == 0, stderr
+        reports[name] = json.loads((tmp_path / name / "pairs.json").read_text())
+    own, other_report = (reports[k]["reference"] for k in ("own", "other"))
+    assert own["real"] == other_report["real"]
+    assert own["codec"] != other_report["codec"]
+    assert "--codec" in reports["other"]["settings"]["command"]
+    code, _, stderr = run_cli(["eval-pairs", "--model", str(tiny_model_dir), "--codec", str(other_dir),
+                               "--out", str(tmp_path / "x")])
+    assert code != 0 and "--codec needs --reference" in stderr
