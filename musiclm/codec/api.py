@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def _inference_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in folded_state_dict(model).items() if k.rsplit(".", 1)[-1] not in _TRAINING_ONLY}
 
 
-def _fingerprint_config(config: CodecConfig) -> dict:
+def _fingerprint_config(config: CodecConfig) -> dict[str, Any]:
     """The config as fingerprints hash it: a SEANet codec leaves out the spectral architecture's fields, so
     its fingerprints are those recorded before the fields existed."""
     fields = to_dict(config)

@@ -39,8 +39,6 @@ class ConvNeXtBlock(nn.Module):
 
 
 def _blocks(cfg: CodecConfig) -> nn.Sequential:
-    if cfg.spectral_kernel % 2 == 0:
-        raise ValueError("spectral_kernel must be odd")
     scale = 1.0 / cfg.spectral_blocks
     return nn.Sequential(*(ConvNeXtBlock(cfg.spectral_dim, cfg.spectral_ffn, cfg.spectral_kernel, scale)
                            for _ in range(cfg.spectral_blocks)))
