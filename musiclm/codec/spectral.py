@@ -55,20 +55,31 @@ class _ChannelNorm(nn.Module):
         return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-class SpectralEncoder(nn.Module):
-    """[B, 1, F * hop] -> [B, D, F]: log-magnitude STFT frames, stacked per code frame, through ConvNeXt."""
+class _SpectralNetwork(nn.Module):
+    """What both sides share: the STFT framing (window, hop, STFT frames per code frame) and the ConvNeXt
+    trunk between two channel norms."""
 
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.n_fft = cfg.spectral_fft
         self.stft_hop = cfg.hop_length // cfg.spectral_subframes
         self.subframes = cfg.spectral_subframes
+        self.bins = self.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        features = (self.n_fft // 2 + 1) * self.subframes
-        self.project = nn.Conv1d(features, cfg.spectral_dim, kernel_size=1)
         self.norm_in = _ChannelNorm(cfg.spectral_dim)
         self.blocks = _blocks(cfg)
         self.norm_out = _ChannelNorm(cfg.spectral_dim)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm_out(self.blocks(self.norm_in(x)))
+
+
+class SpectralEncoder(_SpectralNetwork):
+    """[B, 1, F * hop] -> [B, D, F]: log-magnitude STFT frames, stacked per code frame, through ConvNeXt."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__(cfg)
+        self.project = nn.Conv1d(self.bins * self.subframes, cfg.spectral_dim, kernel_size=1)
         self.out = nn.Conv1d(cfg.spectral_dim, cfg.latent_dim, kernel_size=1)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -79,30 +90,20 @@ class SpectralEncoder(nn.Module):
         batch, bins, frames = logmag.shape
         stacked = logmag.reshape(batch, bins, frames // self.subframes, self.subframes)
         stacked = stacked.permute(0, 3, 1, 2).reshape(batch, self.subframes * bins, frames // self.subframes)
-        x = self.norm_in(self.project(stacked.to(self.project.weight.dtype)))
-        return self.out(self.norm_out(self.blocks(x)))
+        return self.out(self.trunk(self.project(stacked.to(self.project.weight.dtype))))
 
 
-class SpectralDecoder(nn.Module):
+class SpectralDecoder(_SpectralNetwork):
     """[B, D, F] -> [B, 1, F * hop]: ConvNeXt, then per STFT frame a log-magnitude and phase, then iSTFT."""
 
     def __init__(self, cfg: CodecConfig):
-        super().__init__()
-        self.n_fft = cfg.spectral_fft
-        self.stft_hop = cfg.hop_length // cfg.spectral_subframes
-        self.subframes = cfg.spectral_subframes
-        self.bins = self.n_fft // 2 + 1
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        super().__init__(cfg)
         self.project = nn.Conv1d(cfg.latent_dim, cfg.spectral_dim, kernel_size=cfg.spectral_kernel,
                                  padding=cfg.spectral_kernel // 2)
-        self.norm_in = _ChannelNorm(cfg.spectral_dim)
-        self.blocks = _blocks(cfg)
-        self.norm_out = _ChannelNorm(cfg.spectral_dim)
         self.head = nn.Conv1d(cfg.spectral_dim, 2 * self.bins * self.subframes, kernel_size=1)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        x = self.norm_out(self.blocks(self.norm_in(self.project(latent))))
-        out = self.head(x).float()  # [B, subframes * 2 * bins, F]
+        out = self.head(self.trunk(self.project(latent))).float()  # [B, subframes * 2 * bins, F]
         batch, _, frames = out.shape
         out = out.reshape(batch, self.subframes, 2 * self.bins, frames).permute(0, 2, 3, 1)
         out = out.reshape(batch, 2 * self.bins, frames * self.subframes)
