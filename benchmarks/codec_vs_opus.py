@@ -103,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="at most this much of each clip")
     parser.add_argument("--figure", help="write a spectrogram figure (original / ours 6 kbps / Opus 6 kbps)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         raise MusicLMError("ffmpeg and ffprobe (with libopus) are needed")
 

@@ -58,8 +58,7 @@ def codec_rows(codec: Codec, real: list[np.ndarray]) -> dict[str, list[np.ndarra
             for n in LEVELS:
                 rows[f"codec, {n} levels"].append(codec.decode(codes[:, :n], length=len(wav))[0].float().numpy())
             audio = torch.as_tensor(wav, device=codec.device)[None]
-            latent = soundstream.encoder(soundstream._pad(audio).unsqueeze(1))
-            decoded = soundstream.decoder(latent).squeeze(1)[0, : len(wav)]
+            decoded = soundstream.reconstruct_unquantized(audio)[0]
             rows["codec encoder and decoder, no quantiser"].append(decoded.float().cpu().numpy())
     return rows
 

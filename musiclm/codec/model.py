@@ -195,6 +195,14 @@ class SoundStream(nn.Module):
         dtype = next(self.decoder.parameters()).dtype
         return self.decoder(latent.to(dtype)).squeeze(1)
 
+    @torch.no_grad()
+    def reconstruct_unquantized(self, wav: torch.Tensor) -> torch.Tensor:
+        """Waveforms [B, T] of waveforms [B, T] through the encoder and decoder alone, skipping the quantiser
+        (the ceiling that the quantiser's bit rate is measured against)."""
+        latent = self.encoder(self._pad(wav).unsqueeze(1))
+        dtype = next(self.decoder.parameters()).dtype
+        return self.decoder(latent.to(dtype)).squeeze(1)[..., : wav.shape[-1]]
+
     def lookahead_frames(self) -> int:
         """Code frames of right context a code or a decoded sample depends on (0: SEANet is causal)."""
         return reach_frames(self.config) if self.config.architecture == "spectral" else 0

@@ -174,3 +174,16 @@ def test_config_rejects_bad_values():
         CodecConfig(quantizer_dropout=2.0).validate()
     with pytest.raises(ConfigError):
         CodecConfig(coarse_levels=13).validate()
+
+
+def test_reconstruct_unquantized_skips_the_quantizer():
+    model = _ready_model(seed=6)
+    wav = torch.randn(2, 2000) * 0.1  # not a whole number of frames: the output keeps the input length
+    out = model.reconstruct_unquantized(wav)
+    assert out.shape == wav.shape
+    expected = model.decoder(model.encoder(model._pad(wav).unsqueeze(1))).squeeze(1)[..., :2000]
+    assert torch.allclose(out, expected, atol=1e-6)
+    quantized = model.decode(model.encode(wav, levels=1))[..., :2000]
+    scale = float(out.abs().max())
+    assert scale > 0
+    assert float((out - quantized).abs().max()) > 1e-2 * scale  # one level of codes loses what the latent keeps
