@@ -169,6 +169,13 @@ class MusicLM:
         out.source, out.skip_fine_stage = self.source, self.skip_fine_stage
         return out
 
+    def as_draft(self) -> MusicLM:
+        """A pipeline sharing every part with this one that skips the fine stage (:attr:`skip_fine_stage`):
+        for a server that serves drafts and full renders from one set of weights at once."""
+        out = self.with_stage(self.stages["coarse"])
+        out.skip_fine_stage = True
+        return out
+
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write every component into ``folder`` (the layout :meth:`from_pretrained` reads)."""
         folder = Path(folder)

@@ -209,6 +209,11 @@ def test_draft_mode_skips_the_fine_stage_and_decodes_the_same_coarse_codes(tiny_
     assert decoded[1].shape[1] == coarse_levels < decoded[0].shape[1]
     assert torch.equal(decoded[1], decoded[0][:, :coarse_levels])  # the same coarse tokens, per-stage seeds
     assert tiny_musiclm.with_stage(tiny_musiclm.stages["coarse"]).skip_fine_stage
+    monkeypatch.setattr(tiny_musiclm, "skip_fine_stage", False)
+    view = tiny_musiclm.as_draft()
+    assert view.skip_fine_stage and not tiny_musiclm.skip_fine_stage
+    assert all(view.stages[name] is tiny_musiclm.stages[name] for name in ("semantic", "coarse", "fine"))
+    assert view.codec is tiny_musiclm.codec and view.mulan is tiny_musiclm.mulan
 
 
 def test_resynthesis_renders_the_semantic_tokens_of_the_audio(tiny_musiclm, sine, monkeypatch):

@@ -79,8 +79,9 @@ class EtaModel:
         self.seconds_per_token: dict[str, float] = {}
         self.decode_seconds_per_second: float | None = None
 
-    def expected_tokens(self, duration: float) -> dict[str, int]:
-        """Tokens each stage samples for ``duration`` seconds (empty when the model does not say)."""
+    def expected_tokens(self, duration: float, draft: bool = False) -> dict[str, int]:
+        """Tokens each stage samples for ``duration`` seconds (empty when the model does not say); a draft
+        samples no fine tokens."""
         try:
             stages = self.model.stages
             spaces = stages["coarse"].config.tokens
@@ -88,7 +89,7 @@ class EtaModel:
             acoustic_frames = semantic_frames * spaces.acoustic_per_semantic
             return {"semantic": semantic_frames * int(stages["semantic"].levels),
                     "coarse": acoustic_frames * int(stages["coarse"].levels),
-                    "fine": acoustic_frames * int(stages["fine"].levels)}
+                    "fine": 0 if draft else acoustic_frames * int(stages["fine"].levels)}
         except (AttributeError, KeyError, TypeError):
             return {}
 
@@ -109,7 +110,7 @@ class EtaModel:
 
     def remaining(self, job: Job, now: float) -> tuple[float | None, float]:
         """``(seconds left or None when unknown, fraction done in [0, 1])`` of a queued or running job."""
-        expected = self.expected_tokens(job.duration)
+        expected = self.expected_tokens(job.duration, bool(job.params.get("draft")))
         totals = {s: max(job.progress.get(s, [0, 0])[1], expected.get(s, 0)) for s in TOKEN_STAGES}
         done = {s: min(job.progress.get(s, [0, 0])[0], totals[s]) for s in TOKEN_STAGES}
         observed = _observed_rate(job)
@@ -155,6 +156,7 @@ class JobManager:
         self.model, self.store = model, store
         self.workers, self.max_queue, self.keep_jobs = workers, max_queue, keep_jobs
         self.eta = EtaModel(model)
+        self.draft_model = model.as_draft() if hasattr(model, "as_draft") else None
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="musiclm-generate")
@@ -252,12 +254,17 @@ class JobManager:
 
     def _generate(self, request: GenerationRequest, progress: Any) -> tuple[Any, int]:
         kwargs = {"seed": request.seed, "progress": progress, **request.sampling}
+        model = self.model
+        if request.draft:
+            if self.draft_model is None:
+                raise MusicLMError("this model has no draft mode")
+            model = self.draft_model
         if request.melody is not None:
-            generate_with_melody = getattr(self.model, MELODY_METHOD)
+            generate_with_melody = getattr(model, MELODY_METHOD)
             return generate_with_melody([request.prompt], request.melody, SAMPLE_RATE, request.duration, **kwargs)
         if request.story is not None:
-            return self.model.generate_story(request.story, request.duration, **kwargs)
-        return self.model.generate([request.prompt], request.duration, **kwargs)
+            return model.generate_story(request.story, request.duration, **kwargs)
+        return model.generate([request.prompt], request.duration, **kwargs)
 
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         with self._lock:
@@ -296,7 +303,7 @@ class JobManager:
                 eta, fraction = self.eta.remaining(job, now)
             elif job.state == "queued":
                 position, eta = self._queue_eta_locked(job, now)
-        expected = self.eta.expected_tokens(job.duration)
+        expected = self.eta.expected_tokens(job.duration, bool(job.params.get("draft")))
         for stage in STAGES:
             stages.setdefault(stage, {"done": 0, "total": expected.get(stage, 1 if stage == "decode" else 0)})
         return {"id": job.id, "state": job.state, "params": job.params, "created": job.created,

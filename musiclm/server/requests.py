@@ -86,6 +86,7 @@ class GenerateParams(BaseModel):
     top_k: Sampled = None
     top_p: Sampled = None
     cfg: Sampled = Field(None, description="classifier-free guidance scale")
+    draft: bool = Field(False, description="skip the fine stage and decode the coarse levels alone (faster)")
 
     @field_validator("temperature", "top_k", "top_p", "cfg", mode="before")
     @classmethod
@@ -104,6 +105,7 @@ class GenerationRequest:
     sampling: dict[str, Any] = field(default_factory=dict)
     melody: np.ndarray | None = None
     melody_seconds: float | None = None
+    draft: bool = False
 
     @property
     def title(self) -> str:
@@ -113,7 +115,7 @@ class GenerationRequest:
         """The request as JSON (what the job status and the result's metadata show)."""
         story = [{"start": s, "text": t} for s, t in self.story] if self.story else None
         return {"prompt": self.prompt, "story": story,
-                "duration": self.duration, "seed": self.seed, **self.sampling,
+                "duration": self.duration, "seed": self.seed, **self.sampling, "draft": self.draft,
                 "melody_seconds": None if self.melody_seconds is None else round(self.melody_seconds, 3)}
 
 
@@ -142,7 +144,7 @@ def parse_generation(fields: Mapping[str, Any], model: Any, limits: Limits, melo
             except MusicLMError as exc:
                 raise RequestError(name, str(exc)) from None
             sampling[name] = value
-    request = GenerationRequest(prompt, story, duration, seed, sampling)
+    request = GenerationRequest(prompt, story, duration, seed, sampling, draft=params.draft)
     if melody is not None:
         request.melody = decode_melody(melody, limits)
         request.melody_seconds = len(request.melody) / _rate()

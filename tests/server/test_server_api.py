@@ -73,6 +73,22 @@ def test_form_request_with_a_story_and_a_random_seed(api):
     assert json_story.status_code == 202, json_story.text
 
 
+def test_a_draft_skips_the_fine_stage_and_matches_the_draft_pipeline(api, tiny_musiclm):
+    answer = api.post("/api/generate", data={"prompt": "a calm piano piece", "duration": "1", "seed": "3",
+                                             "draft": "true"})  # the studio's form sends its checkbox so
+    assert answer.status_code == 202, answer.text
+    status = wait_state(api, answer.json()["id"])
+    assert status["state"] == "done" and status["params"]["draft"] is True
+    stages = status["progress"]["stages"]
+    assert stages["fine"] == {"done": 0, "total": 0} and stages["coarse"]["done"] == stages["coarse"]["total"] > 0
+    wav, _ = decode_wav(api.get(f"/api/jobs/{answer.json()['id']}/audio").content)
+    expected, _ = tiny_musiclm.as_draft().generate(["a calm piano piece"], 1.0, seed=3)
+    full, _ = tiny_musiclm.generate(["a calm piano piece"], 1.0, seed=3)
+    np.testing.assert_allclose(wav, expected[0].numpy(), atol=1e-6)
+    assert not np.allclose(wav, full[0].numpy(), atol=1e-4)  # the fine levels change the sound
+    assert not tiny_musiclm.skip_fine_stage  # the shared model keeps rendering full jobs
+
+
 @pytest.mark.parametrize(("body", "field", "words"), [
     ({}, "prompt", "missing"),
     ({"prompt": "   "}, "prompt", "empty"),
@@ -99,6 +115,7 @@ def test_form_request_with_a_story_and_a_random_seed(api):
     ({"story": [{"start": 0, "text": " "}], "duration": 2}, "story[0]", "empty"),
     ({"story": [{"start": 0}], "duration": 2}, "story.0.text", "required"),
     ({"prompt": "a", "colour": "blue"}, "colour", "not permitted"),
+    ({"prompt": "a", "draft": "maybe"}, "draft", "boolean"),
 ])
 def test_every_validation_error_is_a_4xx_naming_the_field(api, body, field, words):
     answer = api.post("/api/generate", json=body)

@@ -54,6 +54,7 @@
       const value = $(name).value.trim();
       if (value) data.append(name, value);
     }
+    if ($("draft").checked) data.append("draft", "true");
     const melody = $("melody").files[0];
     if (melody) data.append("melody", melody, melody.name);
     return data;
@@ -85,7 +86,7 @@
           prompt: storyOn ? null : $("prompt").value.trim(), story: storyOn ? storySegments() : null,
           duration: Number($("duration").value), seed: body.seed,
           temperature: $("temperature").value.trim(), top_k: $("top_k").value.trim(),
-          top_p: $("top_p").value.trim(), cfg: $("cfg").value.trim(),
+          top_p: $("top_p").value.trim(), cfg: $("cfg").value.trim(), draft: $("draft").checked,
         },
       };
       history.unshift(entry);
@@ -113,6 +114,7 @@
     $("duration").value = p.duration;
     $("seed").value = p.seed;
     for (const name of ["temperature", "top_k", "top_p", "cfg"]) $(name).value = p[name] || "";
+    $("draft").checked = Boolean(p.draft);
     window.scrollTo({ top: 0, behavior: "smooth" });
   }
 
@@ -127,6 +129,7 @@
     const p = entry.params || {};
     const parts = [`${p.duration} s`, `seed ${p.seed}`];
     for (const name of ["temperature", "top_k", "top_p", "cfg"]) if (p[name]) parts.push(`${name} ${p[name]}`);
+    if (p.draft) parts.push("draft");
     if (entry.result && entry.result.generate_seconds) parts.push(`made in ${seconds(entry.result.generate_seconds)}`);
     return parts.join(" · ");
   }
