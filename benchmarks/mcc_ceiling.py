@@ -10,7 +10,10 @@ ffmpeg has libopus), after the model's codec at several RVQ level counts, and th
 decoder without quantising (``--codec DIR``: another codec's, before any stage is trained on its tokens;
 MuLan stays the model's). A real clip after the codec's roundtrip is what perfect stages could give back,
 so the codec rows are the cap on generated MCC. ``--generate`` also generates every caption once (seed 0)
-and decodes the same generated tokens at each level count (do the fine levels help?).
+and decodes the same generated tokens at each level count (do the fine levels help?). ``--from-audio-tokens``
+also generates from each real clip's own MuLan *audio* tokens (what the stages are conditioned on in
+training) instead of its caption's text tokens, with the same seed: the gap between that row and the
+text-conditioned one is what the mismatch of MuLan's text and audio tokens costs.
 """
 
 from __future__ import annotations
@@ -87,6 +90,18 @@ def generated_rows(model: MusicLM, texts: list[str], duration: float, batch: int
     return rows
 
 
+def audio_token_rows(model: MusicLM, real: list[np.ndarray], duration: float,
+                     batch: int) -> dict[str, list[np.ndarray]]:
+    """Each real clip's MuLan audio tokens rendered through the stages (seed 0, the model's sampling)."""
+    out: list[np.ndarray] = []
+    sampling = model.sampling()
+    with torch.inference_mode():
+        for start in range(0, len(real), batch):
+            tokens = torch.cat([model.mulan.audio_tokens(w, model.sample_rate) for w in real[start:start + batch]])
+            out.extend(model.render_tokens([(0.0, tokens)], duration, sampling, seed=0).numpy())
+    return {"generated from the clips' MuLan audio tokens": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
@@ -94,6 +109,8 @@ def main() -> None:
     parser.add_argument("--codec", help="codec folder for the codec rows (default: the model's)")
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--generate", action="store_true", help="also generate and decode at each level count")
+    parser.add_argument("--from-audio-tokens", action="store_true",
+                        help="also generate from each clip's MuLan audio tokens instead of its caption's text tokens")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
@@ -117,6 +134,8 @@ def main() -> None:
     rows.update(codec_rows(Codec.from_pretrained(args.codec) if args.codec else model.codec, real))
     if args.generate:
         rows.update(generated_rows(model, texts, args.duration, args.batch))
+    if args.from_audio_tokens:
+        rows.update(audio_token_rows(model, real, args.duration, args.batch))
     scores = {name: mcc(model.mulan, texts, audio) for name, audio in rows.items()}
     real_mcc = scores["real clips"]
     if args.json:
