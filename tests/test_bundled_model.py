@@ -40,3 +40,12 @@ def test_bundled_model_takes_a_melody():
     audio, rate = model.generate_with_melody(["a calm piano piece"], hum, sr, duration=3.0, seed=0)
     assert rate == 24_000 and audio.shape == (1, 72_000)
     assert bool(torch.isfinite(audio).all()) and float(audio.pow(2).mean().sqrt()) > 1e-3
+
+
+def test_bundled_files_fit_the_size_limits():
+    """Weights ship in the package: fp16 safetensors, at most 16 MB a file and 64 MB in all."""
+    files = [p for p in PRETRAINED.rglob("*") if p.is_file()]
+    sizes = {str(p.relative_to(PRETRAINED)): p.stat().st_size for p in files}
+    assert all(size <= 16_000_000 for size in sizes.values()), sizes
+    assert sum(sizes.values()) <= 64_000_000, sum(sizes.values())
+    assert not [p for p in files if p.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt")]  # nothing unpickled
