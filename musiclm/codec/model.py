@@ -173,12 +173,21 @@ class SoundStream(nn.Module):
         missing = -wav.shape[-1] % self.hop_length
         return F.pad(wav, (0, missing)) if missing else wav
 
+    def _latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """The encoder's latent [B, D, ceil(T / hop)] of waveforms [B, T] (zero-padded to whole frames)."""
+        return self.encoder(self._pad(wav).unsqueeze(1))
+
+    def _synthesize(self, latent: torch.Tensor) -> torch.Tensor:
+        """Waveforms [B, F * hop] of a latent [B, D, F], cast to the decoder's dtype."""
+        dtype = next(self.decoder.parameters()).dtype
+        return self.decoder(latent.to(dtype)).squeeze(1)
+
     def forward(self, wav: torch.Tensor, levels: int | None = None) -> CodecOutput:
         """Encode, quantise (updating codebooks in training) and decode; output length = input length."""
         length = wav.shape[-1]
         if levels is None and self.training and self.tokenizer_frozen:
             levels = self.quantizer.training_levels()  # quantiser dropout still trains the decoder on 3/6/9 levels
-        latent = self.encoder(self._pad(wav).unsqueeze(1))
+        latent = self._latent(wav)
         q = self.quantizer(latent, levels)
         audio = self.decoder(q.quantized.to(latent.dtype)).squeeze(1)[..., :length]
         return CodecOutput(audio, q.codes, q.commitment, q.levels)
@@ -186,22 +195,18 @@ class SoundStream(nn.Module):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, levels: int | None = None) -> torch.Tensor:
         """Codes [B, levels, ceil(T / hop)] of waveforms [B, T] (the end is zero-padded to whole frames)."""
-        return self.quantizer.encode(self.encoder(self._pad(wav).unsqueeze(1)), levels)
+        return self.quantizer.encode(self._latent(wav), levels)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Waveforms [B, F * hop] of codes [B, levels, F] (any number of leading levels)."""
-        latent = self.quantizer.decode(codes)
-        dtype = next(self.decoder.parameters()).dtype
-        return self.decoder(latent.to(dtype)).squeeze(1)
+        return self._synthesize(self.quantizer.decode(codes))
 
     @torch.no_grad()
     def reconstruct_unquantized(self, wav: torch.Tensor) -> torch.Tensor:
         """Waveforms [B, T] of waveforms [B, T] through the encoder and decoder alone, skipping the quantiser
         (the ceiling that the quantiser's bit rate is measured against)."""
-        latent = self.encoder(self._pad(wav).unsqueeze(1))
-        dtype = next(self.decoder.parameters()).dtype
-        return self.decoder(latent.to(dtype)).squeeze(1)[..., : wav.shape[-1]]
+        return self._synthesize(self._latent(wav))[..., : wav.shape[-1]]
 
     def lookahead_frames(self) -> int:
         """Code frames of right context a code or a decoded sample depends on (0: SEANet is causal)."""

@@ -75,7 +75,7 @@ def test_form_request_with_a_story_and_a_random_seed(api):
 
 def test_a_draft_skips_the_fine_stage_and_matches_the_draft_pipeline(api, tiny_musiclm):
     answer = api.post("/api/generate", data={"prompt": "a calm piano piece", "duration": "1", "seed": "3",
-                                             "draft": "true"})  # the studio's form sends its checkbox so
+                                             "draft": "true"})  # as the studio's form sends its checkbox
     assert answer.status_code == 202, answer.text
     status = wait_state(api, answer.json()["id"])
     assert status["state"] == "done" and status["params"]["draft"] is True
