@@ -209,6 +209,13 @@ class MusicLM:
 
     @property
     def supports_melody(self) -> bool:
+        """True when the semantic stage follows a melody: by melody tokens (with the melody model loaded) or by
+        a frame-rate pitch contour."""
+        tokens = self.stages["semantic"].config.tokens
+        return (self.melody is not None and bool(tokens.melody_levels)) or bool(tokens.contour_values)
+
+    @property
+    def uses_melody_tokens(self) -> bool:
         """True when the semantic stage takes melody tokens and the melody model is loaded."""
         return self.melody is not None and bool(self.stages["semantic"].config.tokens.melody_levels)
 
@@ -309,13 +316,25 @@ class MusicLM:
         prompt = None
         if prompt_audio is not None:
             prompt = self._prompt_tokens(prompt_audio, prompt_sample_rate, rows * repeat, duration)
-        melody = None
+        melody = contour = None
         if melody_audio is not None:
-            melody = self.melody_tokens(melody_audio, melody_sample_rate, duration)  # [m, windows, levels]
-            if melody.shape[0] not in (1, rows):
-                raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per prompt")
-            melody = melody.expand(rows, -1, -1).repeat_interleave(repeat, dim=0)
-        audio = self.render_tokens(tokens, duration, sampling, seed, progress, prompt, melody=melody)
+            if not self.supports_melody:
+                raise GenerationError("this model has no melody conditioning (its semantic stage takes neither "
+                                      "melody tokens with a melody/ model nor a pitch contour)")
+            if self.uses_melody_tokens:
+                melody = self.melody_tokens(melody_audio, melody_sample_rate, duration)  # [m, windows, levels]
+                if melody.shape[0] not in (1, rows):
+                    raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per "
+                                          f"prompt")
+                melody = melody.expand(rows, -1, -1).repeat_interleave(repeat, dim=0)
+            if self.stages["semantic"].config.tokens.contour_values:
+                contour = self.melody_contour(melody_audio, melody_sample_rate, duration)  # [m, frames]
+                if contour.shape[0] not in (1, rows):
+                    raise GenerationError(f"{contour.shape[0]} melodies for {rows} prompts; give one, or one per "
+                                          f"prompt")
+                contour = contour.expand(rows, -1).repeat_interleave(repeat, dim=0)
+        audio = self.render_tokens(tokens, duration, sampling, seed, progress, prompt, melody=melody,
+                                   contour=contour)
         if best_of > 1:
             texts_per_row = [t for t in schedule[0][1] for _ in range(num_samples)]
             audio = self._rerank(audio, texts_per_row, best_of, progress)
@@ -347,14 +366,29 @@ class MusicLM:
                                    temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg, best_of=best_of,
                                    progress=progress, melody_audio=melody_audio, melody_sample_rate=melody_sample_rate)
 
-    def melody_tokens(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int | None,
-                      duration: float) -> torch.Tensor:
-        """Melody tokens ``[B, windows, levels]`` covering ``duration`` seconds (and at least one semantic
-        window), the melody looped as often as needed."""
+    def melody_contour(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int | None,
+                       duration: float) -> torch.Tensor:
+        """The melody's pitch contour ``[B, frames]`` (dominant pitch class or silent per semantic frame, see
+        :mod:`musiclm.melody.contour`) covering ``duration`` seconds, the melody looped as often as needed."""
         from musiclm.audio import resample
+        from musiclm.melody.contour import PitchContour, loop_contour
 
-        if self.melody is None:
-            raise GenerationError("this model has no melody model")
+        config = self.stages["semantic"].config
+        if not config.tokens.contour_values:
+            raise GenerationError("this model's semantic stage takes no pitch contour")
+        extractor = PitchContour(frame_rate=config.tokens.semantic_rate)
+        if config.contour_fingerprint and config.contour_fingerprint != extractor.fingerprint():
+            raise GenerationError(f"the semantic stage was trained on pitch contours of other settings "
+                                  f"({config.contour_fingerprint}, this version makes {extractor.fingerprint()})")
+        wav = self._checked_melody(melody_audio, sample_rate)
+        rate = self.sample_rate
+        if sample_rate != rate:
+            wav = torch.as_tensor(resample(wav.numpy(), int(sample_rate), rate), dtype=torch.float32)  # type: ignore[arg-type]
+        contour = torch.as_tensor(extractor(wav, rate)).long()
+        return loop_contour(contour, math.ceil(duration * config.tokens.semantic_rate))
+
+    def _checked_melody(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+        """The melody as float32 rows ``[B, samples]``, after the checks every melody path makes."""
         if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
             raise AudioError(f"the melody's sample rate must be a positive integer, got {sample_rate!r}")
         wav = _audio_rows(melody_audio, "the melody", allow_empty=False).detach().cpu()
@@ -365,6 +399,19 @@ class MusicLM:
             raise AudioError(f"the melody is {seconds:.2f} s long; give at least {MIN_MELODY_SECONDS:g} s")
         if float(wav.abs().max()) < 1e-4:
             raise AudioError("the melody is silent")
+        return wav
+
+    def melody_tokens(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int | None,
+                      duration: float) -> torch.Tensor:
+        """Melody tokens ``[B, windows, levels]`` covering ``duration`` seconds (and at least one semantic
+        window), the melody looped as often as needed."""
+        from musiclm.audio import resample
+
+        if self.melody is None:
+            raise GenerationError("this model has no melody model")
+        if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
+            raise AudioError(f"the melody's sample rate must be a positive integer, got {sample_rate!r}")
+        wav = self._checked_melody(melody_audio, sample_rate)
         rate = self.melody.sample_rate
         if sample_rate != rate:
             wav = torch.as_tensor(resample(wav.numpy(), int(sample_rate), rate), dtype=torch.float32)
@@ -482,13 +529,14 @@ class MusicLM:
                       seed: int = 0, progress: ProgressCallback | None = None,
                       prompt: dict[str, torch.Tensor] | None = None,
                       unconditional: bool = False, melody: torch.Tensor | None = None,
-                      semantic: torch.Tensor | None = None) -> torch.Tensor:
+                      semantic: torch.Tensor | None = None, contour: torch.Tensor | None = None) -> torch.Tensor:
         """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages.
 
         ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it). A
         coarse stage trained without semantic conditioning (the paper's ablation) skips the semantic stage.
         ``melody`` (``[B, windows, levels]`` melody tokens over the whole duration) conditions each semantic
-        window on the melody windows under it. Given ``semantic`` tokens (``[B, frames]`` covering the
+        window on the melody windows under it; ``contour`` (``[B, frames]`` pitch-contour values over the whole
+        duration) conditions each semantic frame on its own. Given ``semantic`` tokens (``[B, frames]`` covering the
         duration), the semantic stage does not run and the acoustic stages render those.
         """
         semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
@@ -539,7 +587,7 @@ class MusicLM:
             semantic = semantic_lm.generate(semantic_frames, semantic_condition, batch,
                                             prompt=None if prompt is None else prompt["semantic"],
                                             params=sampling.semantic, generator=generator["semantic"],
-                                            progress=report("semantic"))[..., 0]
+                                            progress=report("semantic"), contour=contour)[..., 0]
         # stage 2: coarse acoustic tokens
         coarse_layout = coarse_lm.layout
 

@@ -19,6 +19,7 @@ from musiclm.lm.layout import TokenSpaces
 from musiclm.lm.stage import StageLM
 from musiclm.lm.stage_config import DEFAULT_SAMPLING, StageConfig, stage_preset
 from musiclm.pipeline import STAGE_NAMES, MusicLM
+from musiclm.weights import round_fp16
 
 SIZES = ("tiny", "small")
 
@@ -90,9 +91,10 @@ def _random_melody(size: str, generator: torch.Generator):
 
 
 def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device = "cpu",
-                   melody: bool = False) -> MusicLM:
+                   melody: bool = False, contour: bool = False) -> MusicLM:
     """A complete MusicLM with random weights at ``size`` ("tiny" or "small"), deterministic in ``seed``;
-    ``melody`` adds a melody model and a semantic stage that takes its tokens."""
+    ``melody`` adds a melody model and a semantic stage that takes its tokens; ``contour`` a semantic stage that
+    takes a frame-rate pitch contour (its aligned embedding random rather than zero, so the contour matters)."""
     if size not in SIZES:
         raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     from musiclm.mulan.api import MuLan
@@ -130,6 +132,17 @@ def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device
                 spaces, melody_levels=melody_model.num_quantizers, melody_codebook=melody_model.codebook_size,
                 melody_slots=slots, melody_hop_seconds=melody_model.hop_seconds),
                 melody_fingerprint=melody_model.fingerprint())
+        if name == "semantic" and contour:
+            from musiclm.melody.contour import CONTOUR_VALUES, PitchContour
+
+            config = replace(config, tokens=replace(config.tokens, contour_values=CONTOUR_VALUES),
+                             contour_conditioning=True,
+                             contour_fingerprint=PitchContour(frame_rate=spaces.semantic_rate).fingerprint())
         stages[name] = StageLM(config.resolved())
+        aligned = stages[name].model.aligned_embedding
+        if aligned is not None:
+            with torch.no_grad():
+                aligned.weight[1:].normal_(std=0.5, generator=generator)
+        round_fp16(stages[name].model)  # what saving keeps: a saved and reloaded copy samples the same tokens
     return MusicLM(mulan, codec, stages["semantic"], stages["coarse"], stages["fine"], tokenizer, device,
                    melody_model)

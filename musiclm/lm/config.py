@@ -27,12 +27,15 @@ class TransformerConfig:
     max_seq_len: int = 4096  # longest sequence (prefix + generated) a cache is allocated for / validated against
     rope_base: float = 10000.0
     tie_embeddings: bool = True
+    aligned_vocab: int = 0  # >0: a second embedding table, added position by position (a frame-aligned condition)
 
     def validate(self) -> None:
         for name in ("vocab_size", "dim", "depth", "heads", "ffn_dim", "max_seq_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.aligned_vocab, bool) or not isinstance(self.aligned_vocab, int) or self.aligned_vocab < 0:
+            raise ConfigError(f"aligned_vocab must be an integer >= 0, got {self.aligned_vocab!r}")
         if self.vocab_size < 2:
             raise ConfigError(f"vocab_size must be >= 2, got {self.vocab_size}")
         if self.dim % self.heads:

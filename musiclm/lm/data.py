@@ -2,7 +2,9 @@
 
 An item is ``{"tokens": [L], "labels": [L], "index": i}``: the window's condition and targets (shifted by one
 for next-token prediction), padded to the stage's full window length; condition and padding positions carry
-the label :data:`~musiclm.lm.layout.IGNORE`. Condition dropout (null MuLan tokens) is drawn here, per item,
+the label :data:`~musiclm.lm.layout.IGNORE`. A semantic stage with a pitch contour also gets ``"aligned"``
+``[L]``: each position's contour id (:meth:`~musiclm.lm.layout.SemanticLayout.contour_ids`; 0 where none).
+Condition dropout (null MuLan tokens) is drawn here, per item,
 from ``(seed, epoch, index)``, so a resumed run sees the same sequences.
 """
 
@@ -29,6 +31,8 @@ class TokenClips(Protocol):
     def semantic(self, index: int) -> np.ndarray: ...  # [frames] semantic tokens (25 Hz)
 
     def mulan_tokens(self, index: int) -> np.ndarray: ...  # [Q] MuLan audio tokens
+
+    # optional: melody(index) -> [windows, levels] with has_melody; contour(index) -> [frames] with has_contour
 
 
 class StageDataError(MusicLMError):
@@ -84,7 +88,7 @@ class StageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        sequence, condition = self.sequence(index, rng)
+        sequence, condition, start = self._window(index, rng)
         if self.layout.uses_mulan and self.dropout > 0 and rng.random() < self.dropout:
             sequence = self.layout.drop_condition(sequence[None], torch.tensor([True]))[0]
         labels = sequence.clone()
@@ -94,7 +98,27 @@ class StageDataset(Dataset):
         n = min(sequence.shape[0] - 1, self.length)
         tokens[:n] = sequence[:n]
         target[:n] = labels[1:n + 1]
-        return {"tokens": tokens, "labels": target, "index": int(index)}
+        item = {"tokens": tokens, "labels": target, "index": int(index)}
+        if self.config.tokens.contour_values:
+            aligned = torch.zeros(self.length, dtype=torch.long)
+            frames = sequence.shape[0] - condition
+            contour = self._contour(index, start, frames, rng)
+            ids = self.layout.contour_ids(contour, condition, frames, 1)[0]  # type: ignore[attr-defined]
+            aligned[:min(ids.shape[0], self.length)] = ids[:self.length]
+            item["aligned"] = aligned
+        return item
+
+    def _contour(self, index: int, start: int, frames: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """The pitch contour ``[1, frames]`` under a semantic window (None on a ``contour_dropout`` share of
+        the windows, or when the store holds none); a contour shorter than the window repeats its last frame."""
+        if not getattr(self.clips, "has_contour", False) or rng.random() < self.config.contour_dropout:
+            return None
+        contour = np.asarray(self.clips.contour(index))[start:start + frames]  # type: ignore[attr-defined]
+        if contour.shape[0] == 0:
+            return None
+        if contour.shape[0] < frames:
+            contour = np.concatenate([contour, np.repeat(contour[-1:], frames - contour.shape[0])])
+        return torch.as_tensor(contour.astype(np.int64))[None]
 
     def _melody(self, index: int, start_frame: int, rng: np.random.Generator) -> torch.Tensor | None:
         """The melody tokens of a semantic window (None: null tokens) when the stage takes melody and the store
@@ -110,6 +134,11 @@ class StageDataset(Dataset):
 
     def sequence(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         """The ``[condition + targets]`` id sequence of one window of clip ``index``, and the condition length."""
+        sequence, condition, _ = self._window(index, rng)
+        return sequence, condition
+
+    def _window(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, int]:
+        """:meth:`sequence` and the window's first target frame."""
         spaces = self.config.tokens
         stage = self.config.stage
         if stage == "semantic":
@@ -138,7 +167,7 @@ class StageDataset(Dataset):
             else:
                 condition = self.layout.condition(frames[..., :spaces.coarse_levels])
                 targets = self.layout.encode_targets(frames[..., spaces.coarse_levels:spaces.acoustic_levels])
-        return torch.cat([condition, targets], dim=1)[0], condition.shape[1]
+        return torch.cat([condition, targets], dim=1)[0], condition.shape[1], start
 
 
 def melody_rows(melody: Any, start_seconds: float, slots: int, hop_seconds: float) -> Any:
@@ -153,5 +182,8 @@ def melody_rows(melody: Any, start_seconds: float, slots: int, hop_seconds: floa
 
 def collate_sequences(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack items of one stage (they share one padded length)."""
-    return {"tokens": torch.stack([i["tokens"] for i in items]), "labels": torch.stack([i["labels"] for i in items]),
-            "index": torch.tensor([i["index"] for i in items])}
+    batch = {"tokens": torch.stack([i["tokens"] for i in items]), "labels": torch.stack([i["labels"] for i in items]),
+             "index": torch.tensor([i["index"] for i in items])}
+    if items and "aligned" in items[0]:
+        batch["aligned"] = torch.stack([i["aligned"] for i in items])
+    return batch

@@ -49,6 +49,7 @@ class TokenSpaces:
     melody_codebook: int = 0
     melody_slots: int = 0  # melody windows in one semantic-stage condition
     melody_hop_seconds: float = 3.0  # time between melody windows (the melody model's hop)
+    contour_values: int = 0  # semantic stage: pitch-contour values per frame (0: it takes no contour)
 
     def validate(self) -> None:
         for name in ("mulan_levels", "mulan_codebook", "semantic_clusters", "acoustic_codebook", "coarse_levels",
@@ -60,6 +61,8 @@ class TokenSpaces:
         if self.melody_levels < 0 or (self.melody_levels and (self.melody_codebook < 1 or self.melody_slots < 1)):
             raise ConfigError("melody conditioning needs melody_levels >= 1, melody_codebook >= 1 and "
                               "melody_slots >= 1 (or melody_levels 0 for none)")
+        if self.contour_values < 0:
+            raise ConfigError("tokens.contour_values must be >= 0 (0 for no pitch contour)")
         if self.melody_hop_seconds <= 0:
             raise ConfigError("tokens.melody_hop_seconds must be positive")
         if self.acoustic_rate % self.semantic_rate:
@@ -243,6 +246,23 @@ class SemanticLayout(StageLayout):
         elif melody is not None:
             raise ConfigError("this semantic stage was trained without melody conditioning")
         return torch.cat([*parts, sep], dim=1)
+
+    def contour_ids(self, contour: torch.Tensor | None, condition_length: int, frames: int, batch: int
+                    ) -> torch.Tensor:
+        """The aligned ids ``[B, condition_length + frames - 1]`` of a window's input positions: position ``p``
+        predicts target frame ``p + 1 - condition_length`` and carries that frame's contour value + 1; condition
+        positions before SEP, and every position when ``contour`` (``[B, >= frames]`` values) is None, carry 0."""
+        ids = torch.zeros(batch, condition_length + frames - 1, dtype=torch.long)
+        if contour is None:
+            return ids
+        values = self.spaces.contour_values
+        if not values:
+            raise ConfigError("this semantic stage was trained without a pitch contour")
+        if contour.dim() != 2 or contour.shape[0] != batch or contour.shape[1] < frames:
+            raise ConfigError(f"expected a pitch contour of shape [{batch}, >= {frames}], got {tuple(contour.shape)}")
+        _check_range(contour[:, :frames], values, "pitch contour value")
+        ids[:, condition_length - 1:] = contour[:, :frames].long().cpu() + 1
+        return ids
 
     def melody_tokens(self, melody: torch.Tensor | None, batch: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:

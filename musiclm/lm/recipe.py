@@ -76,8 +76,21 @@ def configure_for_store(config: StageTrainingConfig, info: dict[str, Any]) -> St
         except (KeyError, TypeError, ValueError) as exc:
             raise StageDataError(f"the token store's melody description lacks {exc}") from exc
         melody_print = str(melody.get("fingerprint", ""))
+    contour_print = ""
+    if config.model.contour_conditioning:
+        contour = info.get("contour") or None
+        if config.model.stage != "semantic":
+            raise StageDataError("only the semantic stage takes a pitch contour (model.contour_conditioning)")
+        if not contour:
+            raise StageDataError("model.contour_conditioning needs a token store with pitch contours "
+                                 "(`musiclm tokenize ... --contour`)")
+        try:
+            spaces = replace(spaces, contour_values=int(contour["values"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageDataError(f"the token store's contour description lacks {exc}") from exc
+        contour_print = str(contour.get("fingerprint", ""))
     model = replace(config.model, tokens=spaces, store_fingerprint=store_fingerprint(info),
-                    melody_fingerprint=melody_print).resolved()
+                    melody_fingerprint=melody_print, contour_fingerprint=contour_print).resolved()
     out = replace(config, model=model)
     out.validate()
     return out
@@ -94,8 +107,12 @@ def initialise_from(model: Transformer, config: Any, folder: str | os.PathLike[s
         raise StageDataError(f"init_from {folder}: its token spaces differ from this run's "
                              f"(vocabulary {source.layout.vocab_size} vs {config.layout().vocab_size}); it can only "
                              f"start a run of the same preset on a store with the same codebook sizes")
+    state = source.model.state_dict()
+    if model.aligned_embedding is not None and source.model.aligned_embedding is None:
+        state["aligned_embedding.weight"] = model.aligned_embedding.weight.detach().clone()  # a new condition: 0
+        log.info("the pitch-contour embedding starts at zero (%s has none)", folder)
     try:
-        model.load_state_dict(source.model.state_dict())
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise StageError(f"init_from {folder}: {exc}") from exc
     log.info("initialised the %s stage from %s", config.stage, folder)
@@ -167,7 +184,7 @@ class StageRecipe(Recipe):
         return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
 
     def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = ctx.model("lm")(ctx.batch["tokens"])
+        logits = ctx.model("lm")(ctx.batch["tokens"], aligned=ctx.batch.get("aligned"))
         if self.bounds is not None:
             logits = level_restricted(logits, ctx.batch["labels"], self.bounds)
         return sequence_loss(logits, ctx.batch["labels"]), {}  # the engine logs the loss itself
@@ -213,7 +230,8 @@ def evaluate_stage(model: nn.Module, batches: list[dict[str, torch.Tensor]], lev
     try:
         for batch in batches:
             tokens, labels = batch["tokens"].to(device), batch["labels"].to(device)
-            logits = model(tokens)
+            aligned = batch.get("aligned")
+            logits = model(tokens, aligned=None if aligned is None else aligned.to(device))
             if bounds is not None:
                 logits = level_restricted(logits, labels, bounds)
             mask = labels != IGNORE

@@ -109,7 +109,7 @@ def _check_ranges(token_ranges: torch.Tensor, vocab: int) -> list[tuple[int, int
 def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torch.Tensor, params: SamplingParams,
                     generator: torch.Generator, *, uncond_prefix: torch.Tensor | None = None,
                     use_cache: bool = True, progress: Callable[[int], None] | None = None,
-                    weight_dtype: torch.dtype | None = None) -> torch.Tensor:
+                    weight_dtype: torch.dtype | None = None, aligned: torch.Tensor | None = None) -> torch.Tensor:
     """Continue ``prefix`` ``[B, P]`` by ``steps = len(token_ranges)`` tokens -> ``[B, steps]`` (long).
 
     Step ``i`` draws each row's token from the vocabulary range ``token_ranges[i] = [lo, hi)``. With
@@ -123,6 +123,10 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
     that dtype (:class:`~musiclm.lm.transformer.DecodingWeights`): on a CPU about twice as fast for up to 4
     rows (batch, x2 with guidance), with logits within about 1e-3 of the model's own, so the cached and
     uncached paths may then differ in rare near-tie draws. ``None`` (the default) uses the model's weights.
+
+    ``aligned`` (``[B, P + steps - 1]`` ids, for a model with an aligned embedding) is the aligned condition of
+    every input position: the prefix's, then that of each fed token. The unconditional rows of guidance get
+    id 0 (no aligned condition) throughout, so guidance strengthens it together with the prefix's condition.
     """
     params.validate()
     if not isinstance(generator, torch.Generator):
@@ -150,6 +154,14 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
     rows = prefix.to(device=device, dtype=torch.long)
     if guided:
         rows = torch.cat([rows, uncond_prefix.to(device=device, dtype=torch.long)])  # type: ignore[union-attr]
+    if aligned is not None:
+        if aligned.dim() != 2 or aligned.shape[0] != batch or aligned.shape[1] < prefix_len + steps - 1:
+            raise SequenceError(f"aligned ids must be [{batch}, >= {prefix_len + steps - 1}], "
+                                f"got {tuple(aligned.shape)}")
+        aligned = aligned[:, :prefix_len + steps - 1].to(device=device, dtype=torch.long)
+        if guided:
+            aligned = torch.cat([aligned, torch.zeros_like(aligned)])
+        model.check_aligned(aligned, aligned)  # the ids of every position, not just the prefix's
 
     def step_logits(logits: torch.Tensor) -> torch.Tensor:
         last = logits[:, -1]
@@ -164,23 +176,28 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
     try:
         if use_cache:
             cache = KVCache.allocate(model, rows.shape[0], max(prefix_len + steps - 1, prefix_len))
-            logits = model(rows, cache, last_only=True, vocab_range=ranges[0], weights=weights, check=False)
+            logits = model(rows, cache, last_only=True, vocab_range=ranges[0], weights=weights, check=False,
+                           aligned=None if aligned is None else aligned[:, :prefix_len])
         else:
             sequence = torch.empty(rows.shape[0], prefix_len + steps, dtype=torch.long, device=device)
             sequence[:, :prefix_len] = rows
-            logits = model(rows, last_only=True, vocab_range=ranges[0], weights=weights, check=False)
+            logits = model(rows, last_only=True, vocab_range=ranges[0], weights=weights, check=False,
+                           aligned=None if aligned is None else aligned[:, :prefix_len])
         for step, (lo, _) in enumerate(ranges):
             token = sample_from_logits(step_logits(logits), params, generator) + lo
             out[:, step] = token
             if step + 1 < steps:
                 fed = token.repeat(2) if guided else token
+                at = prefix_len + step  # the fed token's position
                 if use_cache:
                     logits = model(fed.unsqueeze(1), cache, last_only=True, vocab_range=ranges[step + 1],
-                                   weights=weights, check=False)
+                                   weights=weights, check=False,
+                                   aligned=None if aligned is None else aligned[:, at:at + 1])
                 else:
-                    sequence[:, prefix_len + step] = fed
-                    logits = model(sequence[:, :prefix_len + step + 1], last_only=True,
-                                   vocab_range=ranges[step + 1], weights=weights, check=False)
+                    sequence[:, at] = fed
+                    logits = model(sequence[:, :at + 1], last_only=True, vocab_range=ranges[step + 1],
+                                   weights=weights, check=False,
+                                   aligned=None if aligned is None else aligned[:, :at + 1])
             if progress is not None:
                 progress(step + 1)
     finally:

@@ -119,10 +119,13 @@ class StageLM:
     @torch.no_grad()
     def generate(self, frames: int, condition: ConditionFn, batch: int, *, prompt: torch.Tensor | None = None,
                  params: SamplingParams | None = None, generator: torch.Generator | None = None,
-                 progress: ProgressFn | None = None, use_cache: bool = True) -> torch.Tensor:
+                 progress: ProgressFn | None = None, use_cache: bool = True,
+                 contour: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, frames, levels]`` target values: ``prompt`` (``[B, p, levels]`` or ``[B, p]``) then sampled ones.
 
         ``condition(start, first_new, end)`` gives the condition of each window (see :data:`ConditionFn`).
+        ``contour`` (``[B, >= frames]`` pitch-contour values, semantic stage with a contour only) is the frame-rate
+        melody each target frame is sampled under.
         """
         params = params or self.config.sampling
         params.validate()
@@ -133,6 +136,12 @@ class StageLM:
             raise StageError(f"frames must be >= 0, got {frames}")
         out = self._prompt(prompt, batch)
         have = out.shape[1]
+        if contour is not None:
+            if not self.config.tokens.contour_values:
+                raise StageError(f"this {self.name} stage was trained without a pitch contour")
+            if contour.dim() != 2 or contour.shape[0] != batch or contour.shape[1] < frames:
+                raise StageError(f"expected a pitch contour of shape [{batch}, >= {frames}], got "
+                                 f"{tuple(contour.shape)}")
         if have >= frames:
             return out[:, :frames]
         total_steps = (frames - have) * self.levels
@@ -154,9 +163,13 @@ class StageLM:
                 if progress is not None:
                     progress(_done + i, total_steps)
 
+            aligned = None
+            if contour is not None:
+                aligned = self.layout.contour_ids(contour[:, start:have + new], cond.shape[1],  # type: ignore[attr-defined]
+                                                  have + new - start, batch)
             ids = generate_tokens(self.model, prefix, self.layout.target_ranges(new).to(self.device), params,
                                   generator, uncond_prefix=uncond_prefix, use_cache=use_cache, progress=step,
-                                  weight_dtype=self.decode_dtype if use_cache else None)
+                                  weight_dtype=self.decode_dtype if use_cache else None, aligned=aligned)
             out = torch.cat([out, self.layout.decode_targets(ids).cpu()], dim=1)
             have = out.shape[1]
             done += new * self.levels

@@ -44,6 +44,9 @@ class StageConfig:
     semantic_conditioning: bool = True  # coarse stage only: False = the ablation without semantic tokens
     store_fingerprint: str = ""  # the token store (codec + semantic tokenizer + MuLan) the stage was trained on
     melody_fingerprint: str = ""  # semantic stage with melody conditioning: the melody model of its tokens
+    contour_conditioning: bool = False  # semantic stage: also take the frame-rate pitch contour (a store's)
+    contour_dropout: float = 0.3  # with the contour: share of windows trained without it (text-only still works)
+    contour_fingerprint: str = ""  # the pitch-contour extractor (settings) the stage was trained with
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -54,6 +57,14 @@ class StageConfig:
             raise ConfigError("condition_dropout must be within [0, 1)")
         if not 0.0 <= self.melody_dropout <= 1.0:
             raise ConfigError("melody_dropout must be within [0, 1]")
+        if not 0.0 <= self.contour_dropout <= 1.0:
+            raise ConfigError("contour_dropout must be within [0, 1]")
+        if self.tokens.contour_values and self.stage != "semantic":
+            raise ConfigError("only the semantic stage takes a pitch contour")
+        if self.transformer.aligned_vocab != self.aligned_vocab():
+            raise ConfigError(f"transformer.aligned_vocab {self.transformer.aligned_vocab} != "
+                              f"{self.aligned_vocab()} for {self.tokens.contour_values} contour values "
+                              f"(use StageConfig.resolved())")
         if self.window_seconds <= 0 or not 0 < self.stride_seconds <= self.window_seconds:
             raise ConfigError("need 0 < stride_seconds <= window_seconds")
         layout = self.layout()
@@ -106,12 +117,16 @@ class StageConfig:
         layout = layout or self.layout()
         return self.condition_length(layout) + self.window_frames(layout) * layout.levels
 
+    def aligned_vocab(self) -> int:
+        """Size of the Transformer's aligned embedding: contour values + 1 (0 = none), or 0 without a contour."""
+        return self.tokens.contour_values + 1 if self.tokens.contour_values else 0
+
     def resolved(self) -> StageConfig:
         """This config with the Transformer's vocabulary and length set from the layout."""
         from dataclasses import replace
 
         layout = self.layout()
-        transformer = replace(self.transformer, vocab_size=layout.vocab_size,
+        transformer = replace(self.transformer, vocab_size=layout.vocab_size, aligned_vocab=self.aligned_vocab(),
                               max_seq_len=max(self.transformer.max_seq_len, self.sequence_length(layout)))
         return replace(self, transformer=transformer)
 

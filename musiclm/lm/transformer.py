@@ -3,7 +3,11 @@
 Pre-norm blocks (LayerNorm) of causal multi-head self-attention with rotary position embeddings (RoPE: the
 attention score of two tokens depends only on their distance) and a GELU (tanh form) feed-forward network;
 dropout on the embeddings, the attention weights and both residual branches; a final LayerNorm and an output
-head tied to the token embedding (unless ``tie_embeddings`` is off).
+head tied to the token embedding (unless ``tie_embeddings`` is off). With ``aligned_vocab`` > 0 a second,
+zero-initialised embedding table takes one more id per position (``aligned``: a condition aligned with the
+sequence, such as the pitch contour of the semantic frame each position predicts) and adds its vector to the
+token embedding there. Id 0 means "none" and stays the zero vector, so a stage trained without the table
+starts out unchanged and still gives its own logits wherever no aligned condition is given.
 
 Incremental decoding: a :class:`KVCache` holds the rotated keys and the values of every layer for the tokens
 seen so far. ``model(tokens, cache)`` gives the new tokens the positions following the cached ones, lets them
@@ -217,6 +221,8 @@ class Transformer(nn.Module):
         config.validate()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.dim)
+        self.aligned_embedding = (nn.Embedding(config.aligned_vocab, config.dim, padding_idx=0)
+                                  if config.aligned_vocab else None)
         self.embed_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.final_norm = nn.LayerNorm(config.dim)
@@ -243,6 +249,8 @@ class Transformer(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.aligned_embedding is not None:
+            nn.init.zeros_(self.aligned_embedding.weight)
         residual_std = 0.02 / math.sqrt(2 * self.config.depth)
         for block in self.blocks:
             nn.init.normal_(block.attn_out.weight, std=residual_std)
@@ -281,9 +289,24 @@ class Transformer(nn.Module):
                 raise SequenceError(f"the cache was allocated for another model: shape {tuple(cache.keys.shape)}, "
                                     f"expected {expected}")
 
+    def check_aligned(self, tokens: torch.Tensor, aligned: torch.Tensor | None) -> None:
+        """Raise :class:`SequenceError` unless ``aligned`` is None or valid aligned ids for ``tokens``."""
+        if aligned is None:
+            return
+        if self.aligned_embedding is None:
+            raise SequenceError("this model takes no aligned condition (aligned_vocab is 0)")
+        if not isinstance(aligned, torch.Tensor) or tuple(aligned.shape) != tuple(tokens.shape):
+            got = tuple(aligned.shape) if isinstance(aligned, torch.Tensor) else type(aligned).__name__
+            raise SequenceError(f"aligned ids must have the tokens' shape {tuple(tokens.shape)}, got {got}")
+        if aligned.dtype.is_floating_point or aligned.dtype == torch.bool:
+            raise SequenceError(f"aligned ids must be integers, got dtype {aligned.dtype}")
+        low, high = (int(v) for v in torch.aminmax(aligned))
+        if low < 0 or high >= self.config.aligned_vocab:
+            raise SequenceError(f"aligned id {low if low < 0 else high} is outside [0, {self.config.aligned_vocab})")
+
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False,
                 vocab_range: tuple[int, int] | None = None, weights: DecodingWeights | None = None,
-                check: bool = True) -> torch.Tensor:
+                check: bool = True, aligned: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits ``[B, T, vocab]`` for ``tokens`` ``[B, T]``.
 
         Without ``cache`` the tokens sit at positions ``0..T-1`` under causal attention. With a cache holding
@@ -291,10 +314,12 @@ class Transformer(nn.Module):
         ``last_only`` gives only the last token's logits (``[B, 1, vocab]``); ``vocab_range = (lo, hi)`` gives
         only the logits of ids ``lo..hi-1`` (``[..., hi - lo]``, the head reads only those embedding rows).
         ``weights`` (:class:`DecodingWeights`) replaces the weight matrices for inference. ``check=False``
-        skips input validation (for callers that produce the ids; saves a device sync per step).
+        skips input validation (for callers that produce the ids; saves a device sync per step). ``aligned``
+        (``[B, T]`` ids below ``aligned_vocab``, 0 = none) adds the aligned embedding position by position.
         """
         if check:
             self.check_tokens(tokens, cache)
+            self.check_aligned(tokens, aligned)
             if vocab_range is not None and not 0 <= vocab_range[0] < vocab_range[1] <= self.config.vocab_size:
                 raise SequenceError(f"vocab_range {tuple(vocab_range)} is not a non-empty range within "
                                     f"[0, {self.config.vocab_size})")
@@ -303,6 +328,8 @@ class Transformer(nn.Module):
         if weights is not None and not weights.applies_to(tokens.shape[0] * steps):
             weights = None
         x = self.embedding(tokens)
+        if aligned is not None and self.aligned_embedding is not None:
+            x = x + self.aligned_embedding(aligned) * (aligned > 0).unsqueeze(-1).to(x.dtype)  # 0: none, always
         if self.training:
             x = self.embed_dropout(x)
         cos, sin = self.rotary(x.device)

@@ -84,6 +84,7 @@ class TokenizerModels:
     semantic: Any  # musiclm.semantic.tokenizer.SemanticTokenizer
     mulan: Any  # musiclm.mulan.api.MuLan
     melody: Any = None  # musiclm.melody.api.MelodyModel or None
+    contour: Any = None  # musiclm.melody.contour.PitchContour or None (frame-rate pitch contours)
 
     def __post_init__(self) -> None:
         if self.mulan.quantizer is None:
@@ -154,6 +155,7 @@ class TokenizerModels:
                       "embed_dim": mulan.embed_dim, "num_quantizers": mulan.num_quantizers,
                       "codebook_size": mulan.codebook_size, "source": mulan.source, "config": to_dict(mulan.config)},
             "melody": None,
+            "contour": None if self.contour is None else self.contour.identity(),
         }
         if self.melody is not None:
             m = self.melody
@@ -258,12 +260,13 @@ def store_info(plan: Plan, models: TokenizerModels) -> StoreInfo:
     return StoreInfo(corpora=plan.corpora, splits=plan.splits, shard_size=plan.shard_size,
                      num_shards=plan.num_shards, num_clips=len(plan.clips), layout=plan.layout(),
                      sample_rate=models.sample_rate, codec=ident["codec"], semantic=ident["semantic"],
-                     mulan=ident["mulan"], melody=ident["melody"], musiclm_version=__version__)
+                     mulan=ident["mulan"], melody=ident["melody"], contour=ident["contour"],
+                     musiclm_version=__version__)
 
 
 def _differences(old: StoreInfo, new: StoreInfo) -> list[str]:
     out = []
-    for model in ("codec", "semantic", "mulan", "melody"):
+    for model in ("codec", "semantic", "mulan", "melody", "contour"):
         a, b = ((getattr(info, model) or {}).get("fingerprint", "none") for info in (old, new))
         if a != b:
             out.append(f"the {model} model differs (store: {a}, this run: {b})")
@@ -311,6 +314,7 @@ class ClipResult:
     mulan_embedding: np.ndarray  # float16 [D]
     samples: int
     melody: np.ndarray | None = None  # int16 [windows, L] with a melody model
+    contour: np.ndarray | None = None  # int16 [frames] with pitch contours
 
 
 def _reason(exc: BaseException) -> str:
@@ -345,7 +349,8 @@ def _loaded(clips: Sequence[PlannedClip], sample_rate: int, ahead: int
             yield position, wav, error
 
 
-PARTS = ("codec", "semantic", "mulan", "melody")  # what a store holds per clip, one part per model
+PARTS = ("codec", "semantic", "mulan", "melody", "contour")  # what a store holds per clip, one part per model
+OPTIONAL_PARTS = ("melody", "contour")  # parts only some stores hold
 
 
 @torch.inference_mode()
@@ -355,7 +360,7 @@ def tokenize_batch(models: TokenizerModels, wavs: np.ndarray, parts: Sequence[st
     Only the models named in ``parts`` run; the other fields of the results are left empty (``None``), to be
     filled from a store being reused (:func:`build_store`'s ``reuse``)."""
     rate, n = models.sample_rate, wavs.shape[0]
-    codes = semantic = tokens = embedding = melody = None
+    codes = semantic = tokens = embedding = melody = contour = None
     if "codec" in parts:
         codes = models.codec.encode(wavs, sample_rate=rate, levels=models.codec.num_quantizers).cpu().numpy()
     if "semantic" in parts:
@@ -366,12 +371,15 @@ def tokenize_batch(models: TokenizerModels, wavs: np.ndarray, parts: Sequence[st
         embedding = mulan_embedding.cpu().numpy()
     if "melody" in parts and models.melody is not None:
         melody = models.melody.tokens(torch.as_tensor(wavs), rate).cpu().numpy()
+    if "contour" in parts and models.contour is not None:
+        contour = models.contour(wavs, rate)
 
     def row(array: np.ndarray | None, i: int, dtype: Any) -> Any:
         return None if array is None else array[i].astype(dtype)
 
     return [ClipResult(row(codes, i, TOKEN_DTYPE), row(semantic, i, TOKEN_DTYPE), row(tokens, i, TOKEN_DTYPE),
-                       row(embedding, i, np.float16), int(wavs.shape[1]), row(melody, i, TOKEN_DTYPE))
+                       row(embedding, i, np.float16), int(wavs.shape[1]), row(melody, i, TOKEN_DTYPE),
+                       row(contour, i, TOKEN_DTYPE))
             for i in range(n)]
 
 
@@ -468,6 +476,14 @@ def shard_arrays(clips: Sequence[PlannedClip], results: Sequence[ClipResult | st
                             else np.zeros((0, info.melody_levels), dtype=TOKEN_DTYPE))
         lengths = [m.shape[0] for m in melody]  # type: ignore[union-attr]
         arrays["melody_offsets"] = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+    if info.contour:
+        contour = [r.contour for _, r in kept]
+        if any(c is None for c in contour):
+            raise TokenizeError("the store takes pitch contours but a clip has none (tokenize with --contour)")
+        arrays["contour"] = (np.concatenate(contour) if kept  # type: ignore[arg-type]
+                             else np.zeros(0, dtype=TOKEN_DTYPE))
+        lengths = [c.shape[0] for c in contour]  # type: ignore[union-attr]
+        arrays["contour_offsets"] = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
     return arrays, skipped
 
 
@@ -537,7 +553,7 @@ def plan_reuse(folder: str | os.PathLike[str], info: StoreInfo,
         raise TokenizeError(f"--reuse {folder}: its clip layout differs ({old.num_clips} clips of {old.splits} in "
                             f"shards of {old.shard_size}; this run: {info.num_clips} clips of {info.splits} in "
                             f"shards of {info.shard_size}); reuse needs the same corpora, splits and --shard-size")
-    wanted = [p for p in PARTS if p != "melody" or info.melody]
+    wanted = [p for p in PARTS if p not in OPTIONAL_PARTS or getattr(info, p)]
     copied = tuple(p for p in wanted if _fingerprint(old, p) not in (None, "") and
                    _fingerprint(old, p) in (_fingerprint(info, p), also.get(p)))
     return Reuse(folder, old, copied, tuple(p for p in wanted if p not in copied))
@@ -548,18 +564,20 @@ def reused_results(arrays: dict[str, np.ndarray], info: StoreInfo) -> dict[str, 
     out: dict[str, ClipResult] = {}
     code_at, semantic_at = arrays["code_offsets"], arrays["semantic_offsets"]
     melody, melody_at = arrays.get("melody"), arrays.get("melody_offsets")
+    contour, contour_at = arrays.get("contour"), arrays.get("contour_offsets")
     for i, clip_id in enumerate(arrays["ids"].tolist()):
         out[clip_id] = ClipResult(
             codes=arrays["codes"][:, code_at[i]:code_at[i + 1]],
             semantic=arrays["semantic"][semantic_at[i]:semantic_at[i + 1]],
             mulan_tokens=arrays["mulan_tokens"][i], mulan_embedding=arrays["mulan_embedding"][i],
             samples=int(round(float(arrays["seconds"][i]) * info.sample_rate)),
-            melody=None if melody is None or melody_at is None else melody[melody_at[i]:melody_at[i + 1]])
+            melody=None if melody is None or melody_at is None else melody[melody_at[i]:melody_at[i + 1]],
+            contour=None if contour is None or contour_at is None else contour[contour_at[i]:contour_at[i + 1]])
     return out
 
 
 PART_FIELDS = {"codec": ("codes",), "semantic": ("semantic",), "mulan": ("mulan_tokens", "mulan_embedding"),
-               "melody": ("melody",)}
+               "melody": ("melody",), "contour": ("contour",)}
 """The :class:`ClipResult` fields each part fills."""
 
 
@@ -754,5 +772,6 @@ def store_status(folder: str | os.PathLike[str]) -> dict[str, Any]:
         "semantic": model(info.semantic, ("token_rate", "num_clusters", "layer")),
         "mulan": model(info.mulan, ("embed_dim", "num_quantizers", "codebook_size")),
         "melody": model(info.melody, ("num_quantizers", "codebook_size", "hop_seconds")) if info.melody else None,
+        "contour": model(info.contour, ("frame_rate", "values")) if info.contour else None,
         "skipped": skipped,
     }

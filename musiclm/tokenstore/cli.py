@@ -3,7 +3,7 @@
 Picked up by :func:`musiclm.cli._extensions`; torch-heavy modules are imported inside the handlers.
 
 * ``musiclm tokenize --corpus C [--corpus C2] --out TOKENS [--codec D --semantic D --mulan D] [--melody D]
-  [--reuse OLD_TOKENS] [--splits ...]
+  [--contour] [--reuse OLD_TOKENS] [--splits ...]
   [--shard-size 256] [--batch B] [--rank R --world-size W] [--threads N] [--device ...] [--no-progress] [--json]``
 * ``musiclm tokenize info TOKENS [--json]``
 
@@ -71,6 +71,10 @@ def _cmd_build(args: argparse.Namespace) -> None:
                                      f"export`) or --melody default for the bundled one")
     models = TokenizerModels.load(folders["codec"], folders["semantic"], folders["mulan"], device=device,
                                   melody=melody)
+    if args.contour:
+        from musiclm.melody.contour import PitchContour
+
+        models.contour = PitchContour(frame_rate=int(round(models.semantic.token_rate)))
     report = build_store(args.corpus, args.out, models, splits=args.splits, shard_size=args.shard_size,
                          batch=args.batch, rank=args.rank, world_size=args.world_size,
                          progress=not args.no_progress, max_skip_fraction=args.max_skip_fraction,
@@ -122,6 +126,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
         mel = status["melody"]
         lines.append(f"melody   {mel['fingerprint']}: {mel['num_quantizers']} tokens x {mel['codebook_size']} per "
                      f"window, every {mel['hop_seconds']} s")
+    if status.get("contour"):
+        con = status["contour"]
+        lines.append(f"contour  {con['fingerprint']}: pitch class or silent ({con['values']} values) at "
+                     f"{con['frame_rate']} Hz")
     lines += [f"  skipped {s['id']} ({s['corpus']}): {s['reason']}" for s in status["skipped"][:10]]
     print("\n".join(lines))
 
@@ -142,6 +150,8 @@ def register(subparsers: Any) -> None:
                          help=f"{label} model folder (default: ${model_env(component)} or the bundled one)")
     tok.add_argument("--melody", metavar="DIR", help="also store melody tokens (for a semantic stage with melody "
                      "conditioning) made by this melody model folder ('default': $MUSICLM_MELODY or the bundled one)")
+    tok.add_argument("--contour", action="store_true", help="also store each clip's pitch contour (dominant pitch "
+                     "class per semantic frame; for a semantic stage that follows a melody note by note)")
     tok.add_argument("--reuse", metavar="TOKENS_DIR", help="a finished store of the same corpora, splits and shard "
                      "size: copy the tokens of every model whose weights are unchanged and compute only the others "
                      "(e.g. after retraining MuLan)")

@@ -22,6 +22,9 @@ array              dtype, shape                     meaning
 ``melody``         int16 ``[sum windows, L]``       melody tokens (one row per 4 s window, 3 s hop), clips
                                                     concatenated; only in stores made with a melody model
 ``melody_offsets`` int64 ``[n + 1]``                clip ``i`` owns ``melody[off[i]:off[i+1]]`` (with ``melody``)
+``contour``        int16 ``[sum frames]``           pitch contour (dominant pitch class or silent, 25 Hz), clips
+                                                    concatenated; only in stores made with ``--contour``
+``contour_offsets`` int64 ``[n + 1]``               clip ``i`` owns ``contour[off[i]:off[i+1]]`` (with ``contour``)
 ``store_key``      str ``[]``                       ties the shard to its ``store.json`` (layout and models)
 ``report``         str ``[]``                       JSON: clips planned, kept and skipped (with reasons)
 =================  ===============================  ==========================================================
@@ -54,6 +57,7 @@ STRING_FIELDS = ("ids", "splits", "corpora", "sources", "captions")
 ARRAY_FIELDS = (*STRING_FIELDS, "seconds", "codes", "code_offsets", "semantic", "semantic_offsets", "mulan_tokens",
                 "mulan_embedding", "store_key", "report")
 MELODY_FIELDS = ("melody", "melody_offsets")  # present when the store was made with a melody model
+CONTOUR_FIELDS = ("contour", "contour_offsets")  # present when the store was made with pitch contours
 TOKEN_DTYPE = np.int16
 TOKEN_LIMIT = int(np.iinfo(TOKEN_DTYPE).max) + 1  # vocabularies must fit int16
 
@@ -79,6 +83,7 @@ class StoreInfo:
     mulan: dict[str, Any]  # fingerprint, embed_dim, num_quantizers, codebook_size, config
     musiclm_version: str = ""
     melody: dict[str, Any] | None = None  # fingerprint, num_quantizers, codebook_size, hop/window seconds, config
+    contour: dict[str, Any] | None = None  # pitch contour settings: fingerprint, frame_rate, values, ...
     format: str = FORMAT
     version: int = FORMAT_VERSION
     key: str = field(default="")
@@ -93,6 +98,8 @@ class StoreInfo:
                  self.mulan["fingerprint"]]
         if self.melody:
             parts.append(self.melody["fingerprint"])
+        if self.contour:
+            parts.append("contour:" + self.contour["fingerprint"])
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     # facts the stage trainers need
@@ -142,9 +149,14 @@ class StoreInfo:
         return int(self.melody["codebook_size"]) if self.melody else 0
 
     @property
+    def contour_values(self) -> int:
+        """Distinct pitch-contour values (0: the store holds no contour)."""
+        return int(self.contour["values"]) if self.contour else 0
+
+    @property
     def array_fields(self) -> tuple[str, ...]:
         """The arrays every shard of this store holds."""
-        return (*ARRAY_FIELDS, *MELODY_FIELDS) if self.melody else ARRAY_FIELDS
+        return (*ARRAY_FIELDS, *(MELODY_FIELDS if self.melody else ()), *(CONTOUR_FIELDS if self.contour else ()))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -157,7 +169,7 @@ class StoreInfo:
             raise TokenStoreError(f"{where}: token store format version {data.get('version')} is not supported "
                                   f"(this musiclm reads version {FORMAT_VERSION}); tokenize again")
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(n for n in names if n not in data and n not in ("musiclm_version", "key", "melody"))
+        missing = sorted(n for n in names if n not in data and n not in ("musiclm_version", "key", "melody", "contour"))
         if missing:
             raise TokenStoreError(f"{where}: missing fields {missing}")
         info = cls(**{k: v for k, v in data.items() if k in names})
@@ -315,6 +327,14 @@ def _validate_shard(a: dict[str, np.ndarray], path: Path, info: StoreInfo) -> No
                 or bool(np.any(np.diff(offsets) < 0)) or int(offsets[-1]) != melody.shape[0]):
             raise bad("melody_offsets do not fit the melody array")
         checks.append(("melody", info.melody_codebook_size))
+    if info.contour:
+        contour, offsets = a["contour"], a["contour_offsets"]
+        if contour.ndim != 1:
+            raise bad(f"contour must be [frames], got {contour.shape}")
+        if (offsets.shape != (n + 1,) or offsets.dtype.kind not in "iu" or int(offsets[0]) != 0
+                or bool(np.any(np.diff(offsets) < 0)) or int(offsets[-1]) != contour.shape[0]):
+            raise bad("contour_offsets do not fit the contour array")
+        checks.append(("contour", info.contour_values))
     if "codes" in a:
         checks.append(("codes", info.codebook_size))
     if "semantic" in a:
@@ -379,6 +399,7 @@ class ClipTokens:
     mulan_tokens: np.ndarray  # int16 [Q]
     mulan_embedding: np.ndarray  # float16 [D]
     melody: np.ndarray | None = None  # int16 [windows, L] when the store holds melody tokens
+    contour: np.ndarray | None = None  # int16 [frames] when the store holds pitch contours
 
 
 class _Columns:
@@ -425,6 +446,17 @@ class _Columns:
                 rows = part["ids"].shape[0]
                 self.melody_offsets[row + 1 : row + rows + 1] = part["melody_offsets"][1:] + melody_at
                 melody_at += int(part["melody_offsets"][-1])
+                row += rows
+        self.contour: np.ndarray | None = None
+        self.contour_offsets: np.ndarray | None = None
+        if info.contour:
+            self.contour = cat("contour", np.zeros(0, dtype=TOKEN_DTYPE))
+            self.contour_offsets = np.zeros(n + 1, dtype=np.int64)
+            row = contour_at = 0
+            for part in parts:
+                rows = part["ids"].shape[0]
+                self.contour_offsets[row + 1 : row + rows + 1] = part["contour_offsets"][1:] + contour_at
+                contour_at += int(part["contour_offsets"][-1])
                 row += rows
         for value in vars(self).values():
             if value is None:
@@ -543,6 +575,18 @@ class TokenStore:
         r = self._row(i)
         return self._c.melody[self._c.melody_offsets[r] : self._c.melody_offsets[r + 1]]
 
+    @property
+    def has_contour(self) -> bool:
+        """True when the store holds pitch contours (:meth:`contour` works)."""
+        return self._c.contour is not None
+
+    def contour(self, i: int) -> np.ndarray:
+        """Pitch contour ``[frames]`` (int16, 25 Hz: pitch class 0-11 or 12 for silent)."""
+        if self._c.contour is None or self._c.contour_offsets is None:
+            raise TokenStoreError(f"{self.folder}: this store holds no pitch contours (tokenize with --contour)")
+        r = self._row(i)
+        return self._c.contour[self._c.contour_offsets[r] : self._c.contour_offsets[r + 1]]
+
     def caption(self, i: int) -> str:
         return str(self._c.captions[self._row(i)])
 
@@ -561,7 +605,8 @@ class TokenStore:
                           source=str(self._c.sources[r]), caption=str(self._c.captions[r]),
                           seconds=float(self._c.seconds[r]), codes=self.codes(i), semantic=self.semantic(i),
                           mulan_tokens=self.mulan_tokens(i), mulan_embedding=self.mulan_embedding(i),
-                          melody=self.melody(i) if self.has_melody else None)
+                          melody=self.melody(i) if self.has_melody else None,
+                          contour=self.contour(i) if self.has_contour else None)
 
     # ----------------------------------------------------------------------------------------- totals
     def code_lengths(self) -> np.ndarray:

@@ -246,3 +246,27 @@ def test_bad_inputs_are_clear_errors():
         generate_tokens(model, prefix[:, :0], full_ranges(2), SamplingParams(), gen(0))
     assert generate_tokens(model, prefix, full_ranges(58), SamplingParams(), gen(0)).shape == (3, 58)
     assert generate_tokens(model, prefix, full_ranges(0), SamplingParams(), gen(0)).shape == (3, 0)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+def test_aligned_ids_steer_sampling_and_cached_equals_uncached(cfg_scale):
+    model = tiny_model(seed=3, aligned_vocab=4)
+    with torch.no_grad():
+        model.aligned_embedding.weight.normal_(std=3.0, generator=gen(9))
+    prefix, uncond = prefixes()
+    params = SamplingParams(cfg_scale=cfg_scale)
+    steps = 20
+    aligned = torch.randint(1, 4, (3, prefix.shape[1] + steps - 1), generator=gen(5))
+    cached = generate_tokens(model, prefix, full_ranges(steps), params, gen(0), uncond_prefix=uncond,
+                             aligned=aligned)
+    uncached = generate_tokens(model, prefix, full_ranges(steps), params, gen(0), uncond_prefix=uncond,
+                               aligned=aligned, use_cache=False)
+    assert torch.equal(cached, uncached)
+    plain = generate_tokens(model, prefix, full_ranges(steps), params, gen(0), uncond_prefix=uncond)
+    assert not torch.equal(cached, plain)
+    zeros = generate_tokens(model, prefix, full_ranges(steps), params, gen(0), uncond_prefix=uncond,
+                            aligned=torch.zeros_like(aligned))
+    assert torch.equal(zeros, plain)  # id 0: no aligned condition
+    with pytest.raises(SequenceError, match="aligned ids must be"):
+        generate_tokens(model, prefix, full_ranges(steps), params, gen(0), uncond_prefix=uncond,
+                        aligned=aligned[:, :-1])

@@ -13,11 +13,12 @@ from musiclm.config import merge
 from musiclm.data.manifest import ClipRecord, write_manifest
 from musiclm.lm.cli import stage_from_run
 from musiclm.lm.config import TransformerConfig
-from musiclm.lm.data import StageDataset
+from musiclm.lm.data import StageDataError, StageDataset, collate_sequences
 from musiclm.lm.layout import IGNORE
 from musiclm.lm.recipe import configure_for_store, store_info_dict, train_stage
 from musiclm.lm.stage import StageLM
 from musiclm.lm.stage_config import stage_preset
+from musiclm.lm.transformer import Transformer
 from musiclm.pipeline import MusicLM
 from musiclm.tokenstore import TokenStore
 from musiclm.tokenstore.build import TokenizerModels, build_store
@@ -255,3 +256,67 @@ def test_init_from_starts_a_fresh_run_from_an_exported_stage(store_dir, tmp_path
     coarse = stage_from_run(tmp_path / "coarse")[0].save(tmp_path / "lm-coarse")
     with pytest.raises(StageError, match="coarse stage, not the semantic"):
         StageRecipe(replace(config, init_from=str(coarse)), store_dir).build_models()
+
+
+class ClipsWithContour(ClipsWithMelody):
+    has_contour = True
+
+    def __init__(self, count: int = 6, seed: int = 0):
+        super().__init__(count, seed)
+        rng = np.random.default_rng(seed + 1)
+        self.con = [rng.integers(0, 13, 48) for _ in range(count)]  # 2 frames short of the semantic tokens
+
+    def contour(self, index):
+        return self.con[index]
+
+
+def test_semantic_windows_carry_each_frames_contour_aligned_with_the_frame_it_predicts():
+    from musiclm.lm.layout import TokenSpaces
+    from musiclm.lm.recipe import evaluate_stage
+    from musiclm.lm.stage_config import StageConfig
+
+    spaces = TokenSpaces(mulan_levels=2, mulan_codebook=4, semantic_clusters=6, acoustic_codebook=8,
+                         coarse_levels=2, fine_levels=2, contour_values=13)
+    config = StageConfig(stage="semantic", tokens=spaces, window_seconds=1.0, stride_seconds=0.5,
+                         transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32),
+                         contour_conditioning=True, contour_dropout=0.3).resolved()
+    assert config.transformer.aligned_vocab == 14
+    clips = ClipsWithContour()
+    data = StageDataset(clips, config, seed=0)
+    condition = config.condition_length()
+    with_contour = without = 0
+    for epoch in range(10):
+        data.set_epoch(epoch)
+        for i in range(len(data)):
+            item = data[i]
+            aligned, labels, tokens = item["aligned"], item["labels"], item["tokens"]
+            assert aligned.shape == tokens.shape and int(aligned[:condition - 1].abs().sum()) == 0
+            if int(aligned.abs().sum()) == 0:
+                without += 1
+                continue
+            with_contour += 1
+            # the position that predicts target frame f carries frame f's contour value + 1
+            targets = labels[condition - 1:] - data.layout.vocab.offset("semantic")
+            start = next(s for s in range(0, 26) if np.array_equal(clips.sem[i][s:s + 25], targets.numpy()))
+            expected = np.asarray(clips.con[i][start:start + 25])
+            expected = np.concatenate([expected, np.repeat(expected[-1:], 25 - len(expected))])
+            assert aligned[condition - 1:].tolist() == (expected + 1).tolist()
+            assert int((labels != IGNORE).sum()) == 25
+    assert 0.55 < with_contour / (with_contour + without) < 0.85
+    batch = collate_sequences([data[0], data[1]])
+    assert batch["aligned"].shape == batch["tokens"].shape
+    model = Transformer(config.transformer)
+    assert evaluate_stage(model, [batch], 1)["loss"] > 0
+
+
+def test_contour_conditioning_needs_a_store_with_contours_and_the_semantic_stage():
+    config = stage_preset("semantic", "small")
+    config = replace(config, model=replace(config.model, contour_conditioning=True))
+    info = {"codec": {"levels": 12, "codebook_size": 1024, "frame_rate": 50},
+            "semantic": {"num_clusters": 512, "token_rate": 25},
+            "mulan": {"num_quantizers": 12, "codebook_size": 64}}
+    with pytest.raises(StageDataError, match="--contour"):
+        configure_for_store(config, info)
+    out = configure_for_store(config, {**info, "contour": {"values": 13, "fingerprint": "abc"}})
+    assert out.model.tokens.contour_values == 13 and out.model.contour_fingerprint == "abc"
+    assert out.model.transformer.aligned_vocab == 14

@@ -244,3 +244,48 @@ def test_cache_limits_are_clear_errors():
         model(torch.zeros(2, 1, dtype=torch.long), other)
     cache.reset()
     assert cache.length == 0 and model(torch.zeros(2, 5, dtype=torch.long), cache).shape == (2, 5, VOCAB)
+
+
+# ------------------------------------------------------------------------------------- aligned condition
+def test_aligned_embedding_starts_at_zero_and_id_zero_stays_neutral():
+    model = tiny_model(aligned_vocab=5)
+    assert torch.count_nonzero(model.aligned_embedding.weight) == 0
+    plain = tiny_model()
+    model.load_state_dict({**plain.state_dict(), "aligned_embedding.weight": model.aligned_embedding.weight})
+    tokens = random_tokens(2, 10)
+    none = torch.zeros_like(tokens)
+    assert torch.equal(model(tokens), model(tokens, aligned=none))
+    torch.testing.assert_close(model(tokens, aligned=torch.ones_like(tokens)), plain(tokens))  # a zero table
+    assert model.aligned_embedding.padding_idx == 0  # training never moves the "none" row
+    with torch.no_grad():
+        model.aligned_embedding.weight.normal_()  # even a "none" row that was moved by hand adds nothing
+    ids = torch.randint(1, 5, tokens.shape, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(model(tokens, aligned=ids), model(tokens))
+    torch.testing.assert_close(model(tokens, aligned=none), plain(tokens))
+
+
+def test_aligned_ids_through_the_cache_match_one_pass():
+    model = tiny_model(aligned_vocab=5)
+    with torch.no_grad():
+        model.aligned_embedding.weight.normal_()
+    tokens = random_tokens(2, 12)
+    ids = torch.randint(0, 5, tokens.shape, generator=torch.Generator().manual_seed(2))
+    full = model(tokens, aligned=ids)
+    cache = KVCache.allocate(model, 2, 12)
+    first = model(tokens[:, :7], cache, aligned=ids[:, :7])
+    steps = [model(tokens[:, i:i + 1], cache, aligned=ids[:, i:i + 1]) for i in range(7, 12)]
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("aligned, message", [
+    (torch.zeros(2, 9, dtype=torch.long), "shape"),
+    (torch.full((2, 10), 5), "outside"),
+    (torch.zeros(2, 10), "integers"),
+])
+def test_bad_aligned_ids_are_clear_errors(aligned, message):
+    with pytest.raises(SequenceError, match=message):
+        tiny_model(aligned_vocab=5)(random_tokens(2, 10), aligned=aligned)
+    with pytest.raises(SequenceError, match="no aligned"):
+        tiny_model()(random_tokens(2, 10), aligned=torch.zeros(2, 10, dtype=torch.long))
+    with pytest.raises(ConfigError, match="aligned_vocab"):
+        tiny_config(aligned_vocab=-1).validate()
