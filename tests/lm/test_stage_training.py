@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,3 +321,35 @@ def test_contour_conditioning_needs_a_store_with_contours_and_the_semantic_stage
     out = configure_for_store(config, {**info, "contour": {"values": 13, "fingerprint": "abc"}})
     assert out.model.tokens.contour_values == 13 and out.model.contour_fingerprint == "abc"
     assert out.model.transformer.aligned_vocab == 14
+
+
+def test_fine_tuning_a_stage_to_take_the_contour_starts_from_its_weights(store_dir, tiny_musiclm, tmp_path):
+    """``init_from`` a semantic stage without a contour: the same logits without one at step 0; after training
+    the contour moves them, and the exported stage samples with it."""
+    from musiclm.lm.recipe import StageRecipe
+    from musiclm.melody.contour import PitchContour
+
+    contour_store = tmp_path / "tokens"
+    models = TokenizerModels(tiny_musiclm.codec, tiny_musiclm.semantic_tokenizer, tiny_musiclm.mulan,
+                             contour=PitchContour())
+    corpus = Path(TokenStore.open(store_dir).info.corpora[0]["path"])
+    build_store([corpus], contour_store, models, shard_size=8, progress=False)
+    store = TokenStore.open(contour_store)
+    plain = tiny_training("semantic", store)
+    train_stage(plain, [contour_store], tmp_path / "plain")
+    source = stage_from_run(tmp_path / "plain")[0].save(tmp_path / "lm-plain")
+    config = replace(tiny_training("semantic", store, steps=20), init_from=str(source))
+    config = replace(config, model=replace(config.model, contour_conditioning=True, contour_dropout=0.0))
+    config = configure_for_store(config, store_info_dict(store))
+    recipe = StageRecipe(config, contour_store)
+    batch = recipe.collate([recipe.build_dataset()[i] for i in range(4)])
+    assert int(batch["aligned"].max()) > 0
+    start = recipe.build_models()["lm"].eval()
+    before = StageLM.from_pretrained(source).model
+    torch.testing.assert_close(start(batch["tokens"], aligned=batch["aligned"]), before(batch["tokens"]))
+    train_stage(config, [contour_store], tmp_path / "contour")
+    stage = StageLM.from_pretrained(stage_from_run(tmp_path / "contour")[0].save(tmp_path / "lm-contour"))
+    assert stage.config.tokens.contour_values == 13 and stage.config.contour_fingerprint
+    assert float(stage.model.aligned_embedding.weight.abs().sum()) > 0
+    tokens = batch["tokens"]
+    assert not torch.allclose(stage.model(tokens, aligned=batch["aligned"]), stage.model(tokens))
