@@ -41,9 +41,8 @@ def python() -> str:
     return sys.executable
 
 
-@pytest.fixture(scope="session")
-def tiny_musiclm():
-    """A complete MusicLM with tiny random components (built once per session; treat it as read-only)."""
+def _tiny_musiclm(**options):
+    """``random_musiclm("tiny", seed=0, **options)`` built on one thread (faster on a busy machine)."""
     import torch
 
     from musiclm.random_model import random_musiclm
@@ -51,9 +50,27 @@ def tiny_musiclm():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return random_musiclm("tiny", seed=0)
+        return random_musiclm("tiny", seed=0, **options)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_musiclm():
+    """A complete MusicLM with tiny random components (built once per session; treat it as read-only)."""
+    return _tiny_musiclm()
+
+
+@pytest.fixture(scope="session")
+def melody_musiclm():
+    """The tiny random MusicLM with a melody model and a semantic stage that takes its tokens (read-only)."""
+    return _tiny_musiclm(melody=True)
+
+
+@pytest.fixture(scope="session")
+def contour_musiclm():
+    """The tiny random MusicLM whose semantic stage takes a pitch contour (read-only)."""
+    return _tiny_musiclm(contour=True)
 
 
 @pytest.fixture(scope="session")

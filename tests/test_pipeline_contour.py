@@ -14,18 +14,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 MELODY_SR = 16_000
 
 
-@pytest.fixture(scope="module")
-def contour_musiclm() -> MusicLM:
-    from musiclm.random_model import random_musiclm
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return random_musiclm("tiny", contour=True)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def scale(seconds: float, sr: int = MELODY_SR) -> np.ndarray:
     """A rising line of 0.5 s notes, C4 upwards."""
     note = int(sr * 0.5)

@@ -20,18 +20,6 @@ MELODY_SR = 16_000
 
 
 @pytest.fixture(scope="module")
-def melody_musiclm() -> MusicLM:
-    from musiclm.random_model import random_musiclm
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return random_musiclm("tiny", melody=True)
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def melody_model_dir(melody_musiclm, tmp_path_factory):
     return melody_musiclm.save(tmp_path_factory.mktemp("melody-musiclm"))
 

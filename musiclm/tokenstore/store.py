@@ -440,28 +440,28 @@ class _Columns:
         self.melody_offsets: np.ndarray | None = None
         if info.melody:
             self.melody = cat("melody", np.zeros((0, info.melody_levels), dtype=TOKEN_DTYPE))
-            self.melody_offsets = np.zeros(n + 1, dtype=np.int64)
-            row = melody_at = 0
-            for part in parts:
-                rows = part["ids"].shape[0]
-                self.melody_offsets[row + 1 : row + rows + 1] = part["melody_offsets"][1:] + melody_at
-                melody_at += int(part["melody_offsets"][-1])
-                row += rows
+            self.melody_offsets = _joined_offsets(parts, "melody_offsets", n)
         self.contour: np.ndarray | None = None
         self.contour_offsets: np.ndarray | None = None
         if info.contour:
             self.contour = cat("contour", np.zeros(0, dtype=TOKEN_DTYPE))
-            self.contour_offsets = np.zeros(n + 1, dtype=np.int64)
-            row = contour_at = 0
-            for part in parts:
-                rows = part["ids"].shape[0]
-                self.contour_offsets[row + 1 : row + rows + 1] = part["contour_offsets"][1:] + contour_at
-                contour_at += int(part["contour_offsets"][-1])
-                row += rows
+            self.contour_offsets = _joined_offsets(parts, "contour_offsets", n)
         for value in vars(self).values():
             if value is None:
                 continue
             value.flags.writeable = False
+
+
+def _joined_offsets(parts: list[dict[str, np.ndarray]], name: str, n: int) -> np.ndarray:
+    """The ``[n + 1]`` offsets of a ragged array whose shards' parts are concatenated in order."""
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    row = at = 0
+    for part in parts:
+        rows = part["ids"].shape[0]
+        offsets[row + 1 : row + rows + 1] = part[name][1:] + at
+        at += int(part[name][-1])
+        row += rows
+    return offsets
 
 
 class TokenStore:
@@ -570,10 +570,13 @@ class TokenStore:
 
     def melody(self, i: int) -> np.ndarray:
         """Melody tokens ``[windows, levels]`` (int16; one row per melody-model window)."""
-        if self._c.melody is None or self._c.melody_offsets is None:
-            raise TokenStoreError(f"{self.folder}: this store holds no melody tokens (tokenize with --melody DIR)")
+        return self._ragged(i, self._c.melody, self._c.melody_offsets, "melody tokens (tokenize with --melody DIR)")
+
+    def _ragged(self, i: int, values: np.ndarray | None, offsets: np.ndarray | None, what: str) -> np.ndarray:
+        if values is None or offsets is None:
+            raise TokenStoreError(f"{self.folder}: this store holds no {what}")
         r = self._row(i)
-        return self._c.melody[self._c.melody_offsets[r] : self._c.melody_offsets[r + 1]]
+        return values[offsets[r] : offsets[r + 1]]
 
     @property
     def has_contour(self) -> bool:
@@ -582,10 +585,7 @@ class TokenStore:
 
     def contour(self, i: int) -> np.ndarray:
         """Pitch contour ``[frames]`` (int16, 25 Hz: pitch class 0-11 or 12 for silent)."""
-        if self._c.contour is None or self._c.contour_offsets is None:
-            raise TokenStoreError(f"{self.folder}: this store holds no pitch contours (tokenize with --contour)")
-        r = self._row(i)
-        return self._c.contour[self._c.contour_offsets[r] : self._c.contour_offsets[r + 1]]
+        return self._ragged(i, self._c.contour, self._c.contour_offsets, "pitch contours (tokenize with --contour)")
 
     def caption(self, i: int) -> str:
         return str(self._c.captions[self._row(i)])
