@@ -212,7 +212,12 @@ class MusicLM:
         """True when the semantic stage follows a melody: by melody tokens (with the melody model loaded) or by
         a frame-rate pitch contour."""
         tokens = self.stages["semantic"].config.tokens
-        return (self.melody is not None and bool(tokens.melody_levels)) or bool(tokens.contour_values)
+        return (self.melody is not None and bool(tokens.melody_levels)) or bool(self.contour_stages)
+
+    @property
+    def contour_stages(self) -> list[str]:
+        """The stages that take a pitch contour (a melody's, with :meth:`generate_with_melody`)."""
+        return [name for name in ("semantic", "coarse") if self.stages[name].config.tokens.contour_values]
 
     @property
     def uses_melody_tokens(self) -> bool:
@@ -327,8 +332,8 @@ class MusicLM:
                     raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per "
                                           f"prompt")
                 melody = melody.expand(rows, -1, -1).repeat_interleave(repeat, dim=0)
-            if self.stages["semantic"].config.tokens.contour_values:
-                contour = self.melody_contour(melody_audio, melody_sample_rate, duration)  # [m, frames]
+            if self.contour_stages:
+                contour = self.melody_contour(melody_audio, melody_sample_rate, duration)  # [m, semantic frames]
                 if contour.shape[0] not in (1, rows):
                     raise GenerationError(f"{contour.shape[0]} melodies for {rows} prompts; give one, or one per "
                                           f"prompt")
@@ -373,19 +378,22 @@ class MusicLM:
         from musiclm.audio import resample
         from musiclm.melody.contour import PitchContour, loop_contour
 
-        config = self.stages["semantic"].config
-        if not config.tokens.contour_values:
-            raise GenerationError("this model's semantic stage takes no pitch contour")
-        extractor = PitchContour(frame_rate=config.tokens.semantic_rate)
-        if config.contour_fingerprint and config.contour_fingerprint != extractor.fingerprint():
-            raise GenerationError(f"the semantic stage was trained on pitch contours of other settings "
-                                  f"({config.contour_fingerprint}, this version makes {extractor.fingerprint()})")
+        stages = self.contour_stages
+        if not stages:
+            raise GenerationError("this model takes no pitch contour")
+        rate_per_second = self.stages["semantic"].config.tokens.semantic_rate
+        extractor = PitchContour(frame_rate=rate_per_second)
+        for name in stages:
+            recorded = self.stages[name].config.contour_fingerprint
+            if recorded and recorded != extractor.fingerprint():
+                raise GenerationError(f"the {name} stage was trained on pitch contours of other settings "
+                                      f"({recorded}, this version makes {extractor.fingerprint()})")
         wav = self._checked_melody(melody_audio, sample_rate)
         rate = self.sample_rate
         if sample_rate != rate:
             wav = torch.as_tensor(resample(wav.numpy(), int(sample_rate), rate), dtype=torch.float32)  # type: ignore[arg-type]
         contour = torch.as_tensor(extractor(wav, rate)).long()
-        return loop_contour(contour, math.ceil(duration * config.tokens.semantic_rate))
+        return loop_contour(contour, math.ceil(duration * rate_per_second))
 
     def _checked_melody(self, melody_audio: np.ndarray | torch.Tensor, sample_rate: int | None) -> torch.Tensor:
         """The melody as float32 rows ``[B, samples]``, after the checks every melody path makes."""
@@ -535,8 +543,9 @@ class MusicLM:
         ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it). A
         coarse stage trained without semantic conditioning (the paper's ablation) skips the semantic stage.
         ``melody`` (``[B, windows, levels]`` melody tokens over the whole duration) conditions each semantic
-        window on the melody windows under it; ``contour`` (``[B, frames]`` pitch-contour values over the whole
-        duration) conditions each semantic frame on its own. Given ``semantic`` tokens (``[B, frames]`` covering the
+        window on the melody windows under it; ``contour`` (``[B, frames]`` pitch-contour values at the semantic
+        rate over the whole duration) conditions each frame of the stages trained with one on its own. Given
+        ``semantic`` tokens (``[B, frames]`` covering the
         duration), the semantic stage does not run and the acoustic stages render those.
         """
         semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
@@ -587,7 +596,9 @@ class MusicLM:
             semantic = semantic_lm.generate(semantic_frames, semantic_condition, batch,
                                             prompt=None if prompt is None else prompt["semantic"],
                                             params=sampling.semantic, generator=generator["semantic"],
-                                            progress=report("semantic"), contour=contour)[..., 0]
+                                            progress=report("semantic"),
+                                            contour=contour if semantic_lm.config.tokens.contour_values else None
+                                            )[..., 0]
         # stage 2: coarse acoustic tokens
         coarse_layout = coarse_lm.layout
 
@@ -598,9 +609,12 @@ class MusicLM:
             return (_null(coarse_layout, cond), None) if unconditional else (cond, _null(coarse_layout, cond))
 
         coarse_prompt = None if prompt is None else prompt["acoustic"][..., : spaces.coarse_levels]
+        coarse_contour = None
+        if contour is not None and coarse_lm.config.tokens.contour_values:  # one value per acoustic frame
+            coarse_contour = contour[:, :semantic_frames].repeat_interleave(ratio, dim=1)
         coarse = coarse_lm.generate(acoustic_frames, coarse_condition, batch, prompt=coarse_prompt,
                                     params=sampling.coarse, generator=generator["coarse"],
-                                    progress=report("coarse"))
+                                    progress=report("coarse"), contour=coarse_contour)
         # stage 3: fine acoustic tokens (not in draft mode)
         if self.skip_fine_stage:
             codes = coarse.transpose(1, 2)  # [B, coarse levels, frames]

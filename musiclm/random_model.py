@@ -91,10 +91,11 @@ def _random_melody(size: str, generator: torch.Generator):
 
 
 def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device = "cpu",
-                   melody: bool = False, contour: bool = False) -> MusicLM:
+                   melody: bool = False, contour: bool | tuple[str, ...] = False) -> MusicLM:
     """A complete MusicLM with random weights at ``size`` ("tiny" or "small"), deterministic in ``seed``;
-    ``melody`` adds a melody model and a semantic stage that takes its tokens; ``contour`` a semantic stage that
-    takes a frame-rate pitch contour (its aligned embedding random rather than zero, so the contour matters)."""
+    ``melody`` adds a melody model and a semantic stage that takes its tokens; ``contour`` a semantic stage (True)
+    or the named stages (``("semantic", "coarse")``) that take a frame-rate pitch contour (their aligned
+    embeddings random rather than zero, so the contour matters)."""
     if size not in SIZES:
         raise ConfigError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     from musiclm.mulan.api import MuLan
@@ -132,7 +133,7 @@ def random_musiclm(size: str = "tiny", seed: int = 0, device: str | torch.device
                 spaces, melody_levels=melody_model.num_quantizers, melody_codebook=melody_model.codebook_size,
                 melody_slots=slots, melody_hop_seconds=melody_model.hop_seconds),
                 melody_fingerprint=melody_model.fingerprint())
-        if name == "semantic" and contour:
+        if contour and name in (("semantic",) if contour is True else contour):
             from musiclm.melody.contour import CONTOUR_VALUES, PitchContour
 
             config = replace(config, tokens=replace(config.tokens, contour_values=CONTOUR_VALUES),

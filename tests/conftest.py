@@ -69,8 +69,8 @@ def melody_musiclm():
 
 @pytest.fixture(scope="session")
 def contour_musiclm():
-    """The tiny random MusicLM whose semantic stage takes a pitch contour (read-only)."""
-    return _tiny_musiclm(contour=True)
+    """The tiny random MusicLM whose semantic and coarse stages take a pitch contour (read-only)."""
+    return _tiny_musiclm(contour=("semantic", "coarse"))
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ def scale(seconds: float, sr: int = MELODY_SR) -> np.ndarray:
     return np.concatenate(notes)[: int(sr * seconds)].astype(np.float32)
 
 
-def spy_contours(model: MusicLM, monkeypatch) -> list:
-    stage = model.stages["semantic"]
+def spy_contours(model: MusicLM, monkeypatch, stage_name: str = "semantic") -> list:
+    stage = model.stages[stage_name]
     seen: list = []
     original = stage.generate
 
@@ -35,10 +35,12 @@ def spy_contours(model: MusicLM, monkeypatch) -> list:
     return seen
 
 
-def test_the_semantic_stage_gets_the_melodys_contour_looped_to_the_duration(contour_musiclm, monkeypatch):
+def test_the_stages_get_the_melodys_contour_looped_to_the_duration(contour_musiclm, monkeypatch):
     model = contour_musiclm
     assert model.supports_melody and not model.uses_melody_tokens
+    assert model.contour_stages == ["semantic", "coarse"]
     seen = spy_contours(model, monkeypatch)
+    coarse_seen = spy_contours(model, monkeypatch, "coarse")
     melody = scale(1.5)
     model.generate_with_melody(["a calm piano piece", "a jazz trio"], melody, MELODY_SR, duration=4.0, seed=0)
     contour = seen[0]
@@ -48,8 +50,9 @@ def test_the_semantic_stage_gets_the_melodys_contour_looped_to_the_duration(cont
     assert contour.shape == (2, 100)
     assert contour[0, :len(own)].tolist() == own.tolist()
     assert contour[1, len(own):2 * len(own)].tolist() == own.tolist()  # looped
+    assert torch.equal(coarse_seen[0], contour.repeat_interleave(2, dim=1))  # one value per acoustic frame
     model.generate(["a calm piano piece"], duration=2.0, seed=0)
-    assert seen[1] is None  # text only: no contour
+    assert seen[1] is None and coarse_seen[1] is None  # text only: no contour
 
 
 def test_the_contour_changes_the_semantic_tokens_deterministically(contour_musiclm, monkeypatch):

@@ -2,8 +2,8 @@
 
 An item is ``{"tokens": [L], "labels": [L], "index": i}``: the window's condition and targets (shifted by one
 for next-token prediction), padded to the stage's full window length; condition and padding positions carry
-the label :data:`~musiclm.lm.layout.IGNORE`. A semantic stage with a pitch contour also gets ``"aligned"``
-``[L]``: each position's contour id (:meth:`~musiclm.lm.layout.SemanticLayout.contour_ids`; 0 where none).
+the label :data:`~musiclm.lm.layout.IGNORE`. A stage with a pitch contour also gets ``"aligned"`` ``[L]``:
+each position's contour id (:meth:`~musiclm.lm.layout.StageLayout.contour_ids`; 0 where none).
 Condition dropout (null MuLan tokens) is drawn here, per item,
 from ``(seed, epoch, index)``, so a resumed run sees the same sequences.
 """
@@ -101,24 +101,26 @@ class StageDataset(Dataset):
         item = {"tokens": tokens, "labels": target, "index": int(index)}
         if self.config.tokens.contour_values:
             aligned = torch.zeros(self.length, dtype=torch.long)
-            frames = sequence.shape[0] - condition
+            frames = (sequence.shape[0] - condition) // self.layout.levels
             contour = self._contour(index, start, frames, rng)
-            ids = self.layout.contour_ids(contour, condition, frames, 1)[0]  # type: ignore[attr-defined]
+            ids = self.layout.contour_ids(contour, condition, frames, 1)[0]
             aligned[:min(ids.shape[0], self.length)] = ids[:self.length]
             item["aligned"] = aligned
         return item
 
     def _contour(self, index: int, start: int, frames: int, rng: np.random.Generator) -> torch.Tensor | None:
-        """The pitch contour ``[1, frames]`` under a semantic window (None on a ``contour_dropout`` share of
-        the windows, or when the store holds none); a contour shorter than the window repeats its last frame."""
+        """The pitch contour ``[1, frames]`` under a window's target frames ``start..start+frames`` (at the
+        stage's frame rate: each semantic-rate value covers ``acoustic_per_semantic`` acoustic frames), or None on
+        a ``contour_dropout`` share of the windows or when the store holds none; a contour shorter than the
+        window repeats its last value."""
         if not getattr(self.clips, "has_contour", False) or rng.random() < self.config.contour_dropout:
             return None
-        contour = np.asarray(self.clips.contour(index))[start:start + frames]  # type: ignore[attr-defined]
-        if contour.shape[0] == 0:
+        contour = np.asarray(self.clips.contour(index))  # type: ignore[attr-defined]
+        if contour.shape[0] == 0 or frames < 1:
             return None
-        if contour.shape[0] < frames:
-            contour = np.concatenate([contour, np.repeat(contour[-1:], frames - contour.shape[0])])
-        return torch.as_tensor(contour.astype(np.int64))[None]
+        per_value = 1 if self.config.stage == "semantic" else self.config.tokens.acoustic_per_semantic
+        at = np.minimum((start + np.arange(frames)) // per_value, contour.shape[0] - 1)
+        return torch.as_tensor(contour[at].astype(np.int64))[None]
 
     def _melody(self, index: int, start_frame: int, rng: np.random.Generator) -> torch.Tensor | None:
         """The melody tokens of a semantic window (None: null tokens) when the stage takes melody and the store

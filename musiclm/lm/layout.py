@@ -49,7 +49,7 @@ class TokenSpaces:
     melody_codebook: int = 0
     melody_slots: int = 0  # melody windows in one semantic-stage condition
     melody_hop_seconds: float = 3.0  # time between melody windows (the melody model's hop)
-    contour_values: int = 0  # semantic stage: pitch-contour values per frame (0: it takes no contour)
+    contour_values: int = 0  # semantic/coarse stage: pitch-contour values per frame (0: it takes no contour)
 
     def validate(self) -> None:
         for name in ("mulan_levels", "mulan_codebook", "semantic_clusters", "acoustic_codebook", "coarse_levels",
@@ -209,6 +209,26 @@ class StageLayout:
         """``[length]`` level index of each position of a flattened target sequence."""
         return torch.arange(length) % self.levels
 
+    # -- pitch contour (an aligned condition: one value per target frame)
+    def contour_ids(self, contour: torch.Tensor | None, condition_length: int, frames: int, batch: int
+                    ) -> torch.Tensor:
+        """The aligned ids ``[B, condition_length + frames * levels - 1]`` of a window's input positions: the
+        position that predicts a token of target frame ``f`` carries frame ``f``'s contour value + 1 (every
+        level of a frame the same value); condition positions before SEP, and every position when ``contour``
+        (``[B, >= frames]`` values, one per target frame) is None, carry 0 ("none")."""
+        levels = self.levels
+        ids = torch.zeros(batch, condition_length + frames * levels - 1, dtype=torch.long)
+        if contour is None:
+            return ids
+        values = self.spaces.contour_values
+        if not values:
+            raise ConfigError(f"this {self.name} stage was trained without a pitch contour")
+        if contour.dim() != 2 or contour.shape[0] != batch or contour.shape[1] < frames:
+            raise ConfigError(f"expected a pitch contour of shape [{batch}, >= {frames}], got {tuple(contour.shape)}")
+        _check_range(contour[:, :frames], values, "pitch contour value")
+        ids[:, condition_length - 1:] = (contour[:, :frames].long().cpu() + 1).repeat_interleave(levels, dim=1)
+        return ids
+
     def sequence(self, condition: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Condition ids followed by target ids."""
         return torch.cat([condition, targets], dim=1)
@@ -246,23 +266,6 @@ class SemanticLayout(StageLayout):
         elif melody is not None:
             raise ConfigError("this semantic stage was trained without melody conditioning")
         return torch.cat([*parts, sep], dim=1)
-
-    def contour_ids(self, contour: torch.Tensor | None, condition_length: int, frames: int, batch: int
-                    ) -> torch.Tensor:
-        """The aligned ids ``[B, condition_length + frames - 1]`` of a window's input positions: position ``p``
-        predicts target frame ``p + 1 - condition_length`` and carries that frame's contour value + 1; condition
-        positions before SEP, and every position when ``contour`` (``[B, >= frames]`` values) is None, carry 0."""
-        ids = torch.zeros(batch, condition_length + frames - 1, dtype=torch.long)
-        if contour is None:
-            return ids
-        values = self.spaces.contour_values
-        if not values:
-            raise ConfigError("this semantic stage was trained without a pitch contour")
-        if contour.dim() != 2 or contour.shape[0] != batch or contour.shape[1] < frames:
-            raise ConfigError(f"expected a pitch contour of shape [{batch}, >= {frames}], got {tuple(contour.shape)}")
-        _check_range(contour[:, :frames], values, "pitch contour value")
-        ids[:, condition_length - 1:] = contour[:, :frames].long().cpu() + 1
-        return ids
 
     def melody_tokens(self, melody: torch.Tensor | None, batch: int,
                       device: torch.device | str = "cpu") -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from musiclm.config import to_dict
 from musiclm.lm.data import StageDataError, StageDataset, collate_sequences, token_spaces_of
 from musiclm.lm.layout import IGNORE
-from musiclm.lm.stage_config import StageTrainingConfig
+from musiclm.lm.stage_config import CONTOUR_STAGES, StageTrainingConfig
 from musiclm.lm.transformer import Transformer
 from musiclm.train.engine import Phase, Recipe, StepContext, Trainer, TrainResult
 
@@ -79,8 +79,9 @@ def configure_for_store(config: StageTrainingConfig, info: dict[str, Any]) -> St
     contour_print = ""
     if config.model.contour_conditioning:
         contour = info.get("contour") or None
-        if config.model.stage != "semantic":
-            raise StageDataError("only the semantic stage takes a pitch contour (model.contour_conditioning)")
+        if config.model.stage not in CONTOUR_STAGES:
+            raise StageDataError(f"only the {' and '.join(CONTOUR_STAGES)} stages take a pitch contour "
+                                 f"(model.contour_conditioning)")
         if not contour:
             raise StageDataError("model.contour_conditioning needs a token store with pitch contours "
                                  "(`musiclm tokenize ... --contour`)")

@@ -124,8 +124,8 @@ class StageLM:
         """``[B, frames, levels]`` target values: ``prompt`` (``[B, p, levels]`` or ``[B, p]``) then sampled ones.
 
         ``condition(start, first_new, end)`` gives the condition of each window (see :data:`ConditionFn`).
-        ``contour`` (``[B, >= frames]`` pitch-contour values, semantic stage with a contour only) is the frame-rate
-        melody each target frame is sampled under.
+        ``contour`` (``[B, >= frames]`` pitch-contour values at this stage's frame rate, for a stage trained with
+        one) is the melody each target frame is sampled under.
         """
         params = params or self.config.sampling
         params.validate()
@@ -165,8 +165,8 @@ class StageLM:
 
             aligned = None
             if contour is not None:
-                aligned = self.layout.contour_ids(contour[:, start:have + new], cond.shape[1],  # type: ignore[attr-defined]
-                                                  have + new - start, batch)
+                aligned = self.layout.contour_ids(contour[:, start:have + new], cond.shape[1], have + new - start,
+                                                  batch)
             ids = generate_tokens(self.model, prefix, self.layout.target_ranges(new).to(self.device), params,
                                   generator, uncond_prefix=uncond_prefix, use_cache=use_cache, progress=step,
                                   weight_dtype=self.decode_dtype if use_cache else None, aligned=aligned)

@@ -27,6 +27,8 @@ DEFAULT_SAMPLING = {
     "fine": SamplingParams(temperature=0.4, top_k=None, top_p=None, cfg_scale=1.0),
 }
 """MusicLM's temperatures (1.0 / 0.95 / 0.4); guidance 3.0 on the stages that see MuLan tokens."""
+CONTOUR_STAGES = ("semantic", "coarse")
+"""The stages that can take a pitch contour (the ones that also see MuLan tokens)."""
 
 
 @dataclass
@@ -44,7 +46,7 @@ class StageConfig:
     semantic_conditioning: bool = True  # coarse stage only: False = the ablation without semantic tokens
     store_fingerprint: str = ""  # the token store (codec + semantic tokenizer + MuLan) the stage was trained on
     melody_fingerprint: str = ""  # semantic stage with melody conditioning: the melody model of its tokens
-    contour_conditioning: bool = False  # semantic stage: also take the frame-rate pitch contour (a store's)
+    contour_conditioning: bool = False  # semantic or coarse stage: also take the pitch contour (a store's)
     contour_dropout: float = 0.3  # with the contour: share of windows trained without it (text-only still works)
     contour_fingerprint: str = ""  # the pitch-contour extractor (settings) the stage was trained with
 
@@ -59,8 +61,8 @@ class StageConfig:
             raise ConfigError("melody_dropout must be within [0, 1]")
         if not 0.0 <= self.contour_dropout <= 1.0:
             raise ConfigError("contour_dropout must be within [0, 1]")
-        if self.tokens.contour_values and self.stage != "semantic":
-            raise ConfigError("only the semantic stage takes a pitch contour")
+        if self.tokens.contour_values and self.stage not in CONTOUR_STAGES:
+            raise ConfigError(f"only the {' and '.join(CONTOUR_STAGES)} stages take a pitch contour")
         if self.transformer.aligned_vocab != self.aligned_vocab():
             raise ConfigError(f"transformer.aligned_vocab {self.transformer.aligned_vocab} != "
                               f"{self.aligned_vocab()} for {self.tokens.contour_values} contour values "

@@ -102,3 +102,21 @@ def test_semantic_condition_with_melody_tokens():
         stage_layout("semantic", SPACES).condition(mulan, melody)
     with pytest.raises(ConfigError, match="melody conditioning needs"):
         replace(SPACES, melody_levels=2).validate()
+
+
+def test_contour_ids_give_every_level_of_a_frame_its_frames_value():
+    from dataclasses import replace
+
+    spaces = replace(SPACES, contour_values=13)
+    contour = torch.tensor([[0, 5, 12], [3, 3, 1]])
+    semantic = stage_layout("semantic", spaces).contour_ids(contour, 4, 3, 2)
+    assert semantic.tolist() == [[0, 0, 0, 1, 6, 13], [0, 0, 0, 4, 4, 2]]  # SEP predicts frame 0
+    coarse = stage_layout("coarse", spaces).contour_ids(contour, 4, 3, 2)  # 2 levels a frame
+    assert coarse.tolist()[0] == [0, 0, 0, 1, 1, 6, 6, 13, 13]
+    assert int(stage_layout("coarse", spaces).contour_ids(None, 4, 3, 2).abs().sum()) == 0
+    with pytest.raises(ConfigError, match="without a pitch contour"):
+        stage_layout("coarse", SPACES).contour_ids(contour, 4, 3, 2)
+    with pytest.raises(ConfigError, match="pitch contour value"):
+        stage_layout("semantic", spaces).contour_ids(contour + 1, 4, 3, 2)
+    with pytest.raises(ConfigError, match="shape"):
+        stage_layout("semantic", spaces).contour_ids(contour, 4, 4, 2)

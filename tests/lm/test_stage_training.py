@@ -310,7 +310,7 @@ def test_semantic_windows_carry_each_frames_contour_aligned_with_the_frame_it_pr
     assert evaluate_stage(model, [batch], 1)["loss"] > 0
 
 
-def test_contour_conditioning_needs_a_store_with_contours_and_the_semantic_stage():
+def test_contour_conditioning_needs_a_store_with_contours_and_a_stage_that_sees_mulan():
     config = stage_preset("semantic", "small")
     config = replace(config, model=replace(config.model, contour_conditioning=True))
     info = {"codec": {"levels": 12, "codebook_size": 1024, "frame_rate": 50},
@@ -318,6 +318,10 @@ def test_contour_conditioning_needs_a_store_with_contours_and_the_semantic_stage
             "mulan": {"num_quantizers": 12, "codebook_size": 64}}
     with pytest.raises(StageDataError, match="--contour"):
         configure_for_store(config, info)
+    fine = replace(stage_preset("fine", "small"), model=replace(stage_preset("fine", "small").model,
+                                                                 contour_conditioning=True))
+    with pytest.raises(StageDataError, match="semantic and coarse"):
+        configure_for_store(fine, {**info, "contour": {"values": 13, "fingerprint": "abc"}})
     out = configure_for_store(config, {**info, "contour": {"values": 13, "fingerprint": "abc"}})
     assert out.model.tokens.contour_values == 13 and out.model.contour_fingerprint == "abc"
     assert out.model.transformer.aligned_vocab == 14
@@ -353,3 +357,30 @@ def test_fine_tuning_a_stage_to_take_the_contour_starts_from_its_weights(store_d
     assert float(stage.model.aligned_embedding.weight.abs().sum()) > 0
     tokens = batch["tokens"]
     assert not torch.allclose(stage.model(tokens, aligned=batch["aligned"]), stage.model(tokens))
+
+
+def test_coarse_windows_carry_the_contour_of_each_acoustic_frames_semantic_frame():
+    from musiclm.lm.layout import TokenSpaces
+    from musiclm.lm.stage_config import StageConfig
+
+    spaces = TokenSpaces(mulan_levels=2, mulan_codebook=4, semantic_clusters=6, acoustic_codebook=8,
+                         coarse_levels=2, fine_levels=2, contour_values=13)
+    config = StageConfig(stage="coarse", tokens=spaces, window_seconds=0.4, stride_seconds=0.2,
+                         transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32),
+                         contour_conditioning=True, contour_dropout=0.0).resolved()
+
+    class Clips(ClipsWithContour):
+        def codes(self, index):
+            rng = np.random.default_rng(index)
+            return rng.integers(0, 8, (4, 100))  # 2 s at 50 Hz
+
+    clips = Clips()
+    data = StageDataset(clips, config, seed=0)
+    condition = config.condition_length()
+    for i in range(len(data)):
+        aligned = data[i]["aligned"]
+        semantic_in_condition = data[i]["tokens"][2:condition - 1] - data.layout.vocab.offset("semantic")
+        first = next(s for s in range(0, 50) if np.array_equal(clips.sem[i][s:s + 10], semantic_in_condition.numpy()))
+        values = np.asarray(clips.con[i])[np.minimum(np.arange(first, first + 10), 47)]
+        expected = np.repeat(np.repeat(values, 2) + 1, 2)  # 2 acoustic frames a semantic frame, 2 levels a frame
+        assert aligned[condition - 1:].tolist() == expected.tolist()
