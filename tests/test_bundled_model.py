@@ -32,7 +32,7 @@ def test_bundled_model_takes_a_melody():
 
     torch.set_num_threads(1)
     model = MusicLM.from_pretrained()
-    assert model.supports_melody and "semantic" in model.contour_stages  # melody tokens and the pitch contour
+    assert model.supports_melody and model.contour_stages == ["semantic", "coarse"]  # and melody tokens
     sr = 16_000
     t = np.arange(int(sr * 0.4)) / sr
     notes = [np.sin(2 * np.pi * f * t) * np.hanning(len(t)) for f in (262, 294, 330, 349, 392)]
