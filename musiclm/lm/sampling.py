@@ -161,7 +161,7 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
         aligned = aligned[:, :prefix_len + steps - 1].to(device=device, dtype=torch.long)
         if guided:
             aligned = torch.cat([aligned, torch.zeros_like(aligned)])
-        model.check_aligned(aligned, aligned)  # the ids of every position, not just the prefix's
+        model.check_aligned(aligned)  # the ids of every position, not just the prefix's
 
     def step_logits(logits: torch.Tensor) -> torch.Tensor:
         last = logits[:, -1]

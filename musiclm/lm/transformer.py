@@ -289,15 +289,17 @@ class Transformer(nn.Module):
                 raise SequenceError(f"the cache was allocated for another model: shape {tuple(cache.keys.shape)}, "
                                     f"expected {expected}")
 
-    def check_aligned(self, tokens: torch.Tensor, aligned: torch.Tensor | None) -> None:
-        """Raise :class:`SequenceError` unless ``aligned`` is None or valid aligned ids for ``tokens``."""
+    def check_aligned(self, aligned: torch.Tensor | None, tokens: torch.Tensor | None = None) -> None:
+        """Raise :class:`SequenceError` unless ``aligned`` is None or valid aligned ids (of ``tokens``' shape,
+        when given)."""
         if aligned is None:
             return
         if self.aligned_embedding is None:
             raise SequenceError("this model takes no aligned condition (aligned_vocab is 0)")
-        if not isinstance(aligned, torch.Tensor) or tuple(aligned.shape) != tuple(tokens.shape):
+        if not isinstance(aligned, torch.Tensor) or (tokens is not None and aligned.shape != tokens.shape):
             got = tuple(aligned.shape) if isinstance(aligned, torch.Tensor) else type(aligned).__name__
-            raise SequenceError(f"aligned ids must have the tokens' shape {tuple(tokens.shape)}, got {got}")
+            want = "" if tokens is None else f" {tuple(tokens.shape)}"
+            raise SequenceError(f"aligned ids must be a tensor of the tokens' shape{want}, got {got}")
         if aligned.dtype.is_floating_point or aligned.dtype == torch.bool:
             raise SequenceError(f"aligned ids must be integers, got dtype {aligned.dtype}")
         low, high = (int(v) for v in torch.aminmax(aligned))
@@ -319,7 +321,7 @@ class Transformer(nn.Module):
         """
         if check:
             self.check_tokens(tokens, cache)
-            self.check_aligned(tokens, aligned)
+            self.check_aligned(aligned, tokens)
             if vocab_range is not None and not 0 <= vocab_range[0] < vocab_range[1] <= self.config.vocab_size:
                 raise SequenceError(f"vocab_range {tuple(vocab_range)} is not a non-empty range within "
                                     f"[0, {self.config.vocab_size})")
