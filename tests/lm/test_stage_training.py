@@ -271,16 +271,23 @@ class ClipsWithContour(ClipsWithMelody):
         return self.con[index]
 
 
-def test_semantic_windows_carry_each_frames_contour_aligned_with_the_frame_it_predicts():
+def contour_stage_config(stage: str, window_seconds: float, contour_dropout: float):
+    """A tiny stage config over small token spaces that takes a 13-value pitch contour."""
     from musiclm.lm.layout import TokenSpaces
-    from musiclm.lm.recipe import evaluate_stage
     from musiclm.lm.stage_config import StageConfig
 
     spaces = TokenSpaces(mulan_levels=2, mulan_codebook=4, semantic_clusters=6, acoustic_codebook=8,
                          coarse_levels=2, fine_levels=2, contour_values=13)
-    config = StageConfig(stage="semantic", tokens=spaces, window_seconds=1.0, stride_seconds=0.5,
-                         transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32),
-                         contour_conditioning=True, contour_dropout=0.3).resolved()
+    return StageConfig(stage=stage, tokens=spaces, window_seconds=window_seconds,
+                       stride_seconds=window_seconds / 2,
+                       transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32),
+                       contour_conditioning=True, contour_dropout=contour_dropout).resolved()
+
+
+def test_semantic_windows_carry_each_frames_contour_aligned_with_the_frame_it_predicts():
+    from musiclm.lm.recipe import evaluate_stage
+
+    config = contour_stage_config("semantic", 1.0, 0.3)
     assert config.transformer.aligned_vocab == 14
     clips = ClipsWithContour()
     data = StageDataset(clips, config, seed=0)
@@ -360,14 +367,7 @@ def test_fine_tuning_a_stage_to_take_the_contour_starts_from_its_weights(store_d
 
 
 def test_coarse_windows_carry_the_contour_of_each_acoustic_frames_semantic_frame():
-    from musiclm.lm.layout import TokenSpaces
-    from musiclm.lm.stage_config import StageConfig
-
-    spaces = TokenSpaces(mulan_levels=2, mulan_codebook=4, semantic_clusters=6, acoustic_codebook=8,
-                         coarse_levels=2, fine_levels=2, contour_values=13)
-    config = StageConfig(stage="coarse", tokens=spaces, window_seconds=0.4, stride_seconds=0.2,
-                         transformer=TransformerConfig(dim=16, depth=1, heads=2, ffn_dim=32),
-                         contour_conditioning=True, contour_dropout=0.0).resolved()
+    config = contour_stage_config("coarse", 0.4, 0.0)
 
     class Clips(ClipsWithContour):
         def codes(self, index):
