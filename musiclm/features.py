@@ -115,3 +115,19 @@ def frame_signal(wav: torch.Tensor, frame_length: int, hop_length: int, pad_end:
 def frame_rms(wav: torch.Tensor, frame_length: int = 2048, hop_length: int = 512) -> torch.Tensor:
     """Root-mean-square level per frame, ``[batch, frames]``."""
     return frame_signal(wav, frame_length, hop_length).pow(2).mean(-1).sqrt()
+
+
+_CHROMA_MODULES: dict[tuple[int, int, int], Chroma] = {}
+
+
+def chroma_and_rms(wav: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chroma ``[batch, 12, frames]`` (:class:`Chroma`) and the RMS of the same centred frames ``[batch, frames]``
+    of ``[samples]`` or ``[batch, samples]`` audio; the filterbank of each setting is built once."""
+    wav = _as_batch(wav)
+    key = (sample_rate, n_fft, hop_length)
+    if key not in _CHROMA_MODULES:
+        _CHROMA_MODULES[key] = Chroma(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length)
+    chroma = _CHROMA_MODULES[key].to(wav.device)(wav)
+    padded = torch.nn.functional.pad(wav, (n_fft // 2, n_fft // 2))
+    return chroma, frame_rms(padded, n_fft, hop_length)[:, : chroma.shape[-1]]

@@ -326,18 +326,10 @@ class MusicLM:
             if not self.supports_melody:
                 raise GenerationError("this model has no melody conditioning (its semantic stage takes neither "
                                       "melody tokens with a melody/ model nor a pitch contour)")
-            if self.uses_melody_tokens:
-                melody = self.melody_tokens(melody_audio, melody_sample_rate, duration)  # [m, windows, levels]
-                if melody.shape[0] not in (1, rows):
-                    raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per "
-                                          f"prompt")
-                melody = melody.expand(rows, -1, -1).repeat_interleave(repeat, dim=0)
-            if self.contour_stages:
-                contour = self.melody_contour(melody_audio, melody_sample_rate, duration)  # [m, semantic frames]
-                if contour.shape[0] not in (1, rows):
-                    raise GenerationError(f"{contour.shape[0]} melodies for {rows} prompts; give one, or one per "
-                                          f"prompt")
-                contour = contour.expand(rows, -1).repeat_interleave(repeat, dim=0)
+            if self.uses_melody_tokens:  # [m, windows, levels]
+                melody = _per_row(self.melody_tokens(melody_audio, melody_sample_rate, duration), rows, repeat)
+            if self.contour_stages:  # [m, semantic frames]
+                contour = _per_row(self.melody_contour(melody_audio, melody_sample_rate, duration), rows, repeat)
         audio = self.render_tokens(tokens, duration, sampling, seed, progress, prompt, melody=melody,
                                    contour=contour)
         if best_of > 1:
@@ -677,6 +669,13 @@ def _check_melody_model(melody, semantic: StageLM) -> None:
     if expected and melody.fingerprint() != expected:
         raise GenerationError(f"the melody model ({melody.fingerprint()}) is not the one the semantic stage was "
                               f"trained with ({expected})")
+
+
+def _per_row(melody: torch.Tensor, rows: int, repeat: int) -> torch.Tensor:
+    """A melody condition of one melody or one per prompt (``[m, ...]``) -> one per generated row."""
+    if melody.shape[0] not in (1, rows):
+        raise GenerationError(f"{melody.shape[0]} melodies for {rows} prompts; give one, or one per prompt")
+    return melody.expand(rows, *melody.shape[1:]).repeat_interleave(repeat, dim=0)
 
 
 def _null(layout, condition: torch.Tensor) -> torch.Tensor:

@@ -128,14 +128,10 @@ def mode_adherence(wav: np.ndarray | torch.Tensor, sr: int, requested_mode: str,
 # ---------------------------------------------------------------------------------------------- melody
 def chromagram(wav: np.ndarray, sr: int, n_fft: int, hop_length: int) -> tuple[np.ndarray, np.ndarray]:
     """Chroma ``[12, frames]`` (librosa's STFT chroma filterbank) and the frame energies ``[frames]``."""
-    from musiclm.features import Chroma, frame_rms
+    from musiclm.features import chroma_and_rms
 
-    tensor = torch.from_numpy(np.ascontiguousarray(wav))
-    chroma = Chroma(sample_rate=sr, n_fft=n_fft, hop_length=hop_length)(tensor)[0].numpy()
-    # RMS over the same centred frames as the STFT.
-    padded = torch.nn.functional.pad(tensor[None], (n_fft // 2, n_fft // 2))
-    rms = frame_rms(padded, n_fft, hop_length)[0].numpy()[: chroma.shape[1]]
-    return chroma, rms
+    chroma, rms = chroma_and_rms(torch.from_numpy(np.ascontiguousarray(wav)), sr, n_fft, hop_length)
+    return chroma[0].numpy(), rms[0].numpy()
 
 
 def chroma_similarity(melody_wav: np.ndarray | torch.Tensor, generated_wav: np.ndarray | torch.Tensor, sr: int,

@@ -65,7 +65,7 @@ class PitchContour:
     @torch.no_grad()
     def __call__(self, wavs: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
         """``[samples]`` or ``[B, samples]`` audio -> int8 contour ``[B, frames]`` (values 0-12)."""
-        from musiclm.features import frame_rms
+        from musiclm.features import chroma_and_rms
 
         wav = torch.as_tensor(np.asarray(wavs, dtype=np.float32) if not isinstance(wavs, torch.Tensor) else wavs)
         wav = wav.float().reshape(1, -1) if wav.dim() == 1 else wav.float()
@@ -76,9 +76,7 @@ class PitchContour:
         hop = self._hop(sample_rate)
         n_fft = int(2 ** np.round(np.log2(self.window_seconds * sample_rate)))
         frames = self.frames(wav.shape[1], sample_rate)
-        chroma = _chroma_module(sample_rate, n_fft, hop)(wav)  # [B, 12, >= frames]
-        padded = torch.nn.functional.pad(wav, (n_fft // 2, n_fft // 2))
-        rms = frame_rms(padded, n_fft, hop)[:, : chroma.shape[-1]]
+        chroma, rms = chroma_and_rms(wav, sample_rate, n_fft, hop)  # [B, 12, >= frames], [B, >= frames]
         contour = chroma.argmax(dim=1)[:, :frames]
         rms = rms[:, :frames]
         gate = 10.0 ** (self.silence_db / 20.0) * rms.amax(dim=1, keepdim=True).clamp_min(1e-12)
@@ -86,19 +84,6 @@ class PitchContour:
         if contour.shape[1] < frames:  # a tail shorter than half a window: repeat the last frame
             contour = torch.cat([contour, contour[:, -1:].expand(-1, frames - contour.shape[1])], dim=1)
         return contour.numpy().astype(np.int8)
-
-
-_CHROMA_CACHE: dict[tuple[int, int, int], Any] = {}
-
-
-def _chroma_module(sample_rate: int, n_fft: int, hop: int) -> Any:
-    """One :class:`~musiclm.features.Chroma` per setting (its filterbank takes a moment to build)."""
-    from musiclm.features import Chroma
-
-    key = (sample_rate, n_fft, hop)
-    if key not in _CHROMA_CACHE:
-        _CHROMA_CACHE[key] = Chroma(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop)
-    return _CHROMA_CACHE[key]
 
 
 def loop_contour(contour: np.ndarray | torch.Tensor, frames: int) -> torch.Tensor:
