@@ -19,3 +19,17 @@ def test_benchmark_imports_and_has_a_main(script, monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     assert callable(getattr(module, "main", None)), f"{script} has no main()"
+
+
+def test_sampling_sweep_parses_settings(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("benchmark_sampling_sweep_parse", BENCHMARKS / "sampling_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    assert module.parse_setting("") == {}
+    assert module.parse_setting("temperature=0.9,0.8,0.4; cfg=5;top-k=50") == {
+        "temperature": [0.9, 0.8, 0.4], "cfg": 5.0, "top_k": 50}
+    for bad in ("temp=1", "cfg", "temperature=1,2"):
+        with pytest.raises(SystemExit):
+            module.parse_setting(bad)

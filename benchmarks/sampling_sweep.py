@@ -1,0 +1,133 @@
+"""MuLan text-audio similarity (MCC) of generated music under several sampling settings, on the same captions.
+
+    python benchmarks/sampling_sweep.py --model musiclm/pretrained --prompts corpora/synth --n 32 \\
+        --setting "" --setting "cfg=5" --setting "temperature=0.9,0.8,0.4;cfg=5" [--resynthesize] [--json]
+
+Each ``--setting`` is ``key=value`` pairs joined by ``;`` with the keys of ``musiclm generate`` (``temperature``,
+``top_k``, ``top_p``, ``cfg``), one value for every stage or three comma-separated (semantic, coarse, fine);
+the empty setting is the model's defaults. Every setting generates the same test captions of the corpus with
+the same seeds, so the settings are compared pairwise: the report gives each one's MCC, its share of the real
+clips' MCC, and its mean per-caption difference from the first setting with a paired t-test.
+``--resynthesize`` adds the acoustic stages rendering each real clip's own semantic tokens with its caption
+(a perfect semantic stage, default sampling): how much of the gap to real clips the semantic stage leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from semantic_ablation import corpus_prompts
+
+from musiclm.pipeline import MusicLM
+
+KEYS = {"temperature": float, "top_k": int, "top_p": float, "cfg": float}
+
+
+def parse_setting(spec: str) -> dict[str, float | list[float]]:
+    """``"temperature=0.9,0.8,0.4;cfg=5"`` -> ``{"temperature": [0.9, 0.8, 0.4], "cfg": 5.0}``."""
+    out: dict[str, float | list[float]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in KEYS:
+            raise SystemExit(f"bad setting {part!r}: use {', '.join(KEYS)} as key=value")
+        values = [KEYS[key](v) for v in value.split(",")]
+        if len(values) not in (1, 3):
+            raise SystemExit(f"bad setting {part!r}: one value or three (semantic, coarse, fine)")
+        out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+def per_caption_mcc(model: MusicLM, texts: list[str], audio: list[np.ndarray] | torch.Tensor) -> np.ndarray:
+    text = model.mulan.embed_text(texts)
+    sound = model.mulan.embed_audio(audio)
+    return (text * sound).sum(dim=-1).float().cpu().numpy()
+
+
+def generate_all(model: MusicLM, texts: list[str], duration: float, batch: int, seeds: list[int],
+                 setting: dict) -> np.ndarray:
+    """Per-caption MCC averaged over ``seeds``."""
+    scores = np.zeros(len(texts))
+    for seed in seeds:
+        for start in range(0, len(texts), batch):
+            chunk = texts[start:start + batch]
+            audio, _ = model.generate(chunk, duration=duration, seed=seed, **setting)
+            scores[start:start + len(chunk)] += per_caption_mcc(model, chunk, audio)
+    return scores / len(seeds)
+
+
+def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], duration: float,
+                  batch: int, seeds: list[int]) -> np.ndarray:
+    scores = np.zeros(len(texts))
+    for seed in seeds:
+        for start in range(0, len(texts), batch):
+            chunk, wavs = texts[start:start + batch], real[start:start + batch]
+            length = min(len(w) for w in wavs)
+            stacked = np.stack([w[:length] for w in wavs])
+            audio, _ = model.resynthesize(stacked, model.sample_rate, chunk, duration, seed=seed)
+            scores[start:start + len(chunk)] += per_caption_mcc(model, chunk, audio)
+    return scores / len(seeds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--prompts", required=True, help="corpus folder (test split captions and clips)")
+    parser.add_argument("--setting", action="append", default=[], help="sampling setting (repeatable)")
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--resynthesize", action="store_true",
+                        help="also render each real clip's own semantic tokens through the acoustic stages")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = [(spec, parse_setting(spec)) for spec in (args.setting or [""])]
+    model = MusicLM.from_pretrained(args.model)
+    texts, real = corpus_prompts(args.prompts, args.n, 0)
+    seeds = list(range(args.seeds))
+    real_scores = per_caption_mcc(model, texts, real)
+    rows: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    for spec, setting in settings:
+        began = time.perf_counter()
+        rows[spec or "defaults"] = generate_all(model, texts, args.duration, args.batch, seeds, setting)
+        seconds[spec or "defaults"] = time.perf_counter() - began
+        print(f"{spec or 'defaults'}: {rows[spec or 'defaults'].mean():.3f} ({seconds[spec or 'defaults']:.0f} s)",
+              file=sys.stderr)
+    if args.resynthesize:
+        rows["real semantic tokens (resynthesis)"] = resynthesized(model, texts, real, args.duration, args.batch,
+                                                                   seeds)
+    base = next(iter(rows.values()))
+    real_mcc = float(real_scores.mean())
+    report = {"prompts": len(texts), "seeds": seeds, "duration": args.duration, "real clips": real_mcc,
+              "settings": {}}
+    for name, scores in rows.items():
+        diff = scores - base
+        p = float(scipy.stats.ttest_rel(scores, base).pvalue) if np.any(diff) else 1.0
+        report["settings"][name] = {"mcc": float(scores.mean()), "share_of_real": float(scores.mean()) / real_mcc,
+                                    "vs_first": float(diff.mean()), "p_vs_first": p,
+                                    "seconds": seconds.get(name)}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return
+    print(f"{len(texts)} test captions of {args.prompts}, seeds {seeds}; real clips MCC {real_mcc:.3f}\n")
+    print("| setting | MCC | share of real | vs first (paired p) |\n|---|---|---|---|")
+    for name, row in report["settings"].items():
+        print(f"| {name} | {row['mcc']:.3f} | {row['share_of_real']:.0%} | {row['vs_first']:+.3f} "
+              f"(p {row['p_vs_first']:.2g}) |")
+
+
+if __name__ == "__main__":
+    main()
