@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.stats
+import soundfile
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,14 +55,18 @@ def per_caption_mcc(model: MusicLM, texts: list[str], audio: list[np.ndarray] | 
 
 
 def generate_all(model: MusicLM, texts: list[str], duration: float, batch: int, seeds: list[int],
-                 setting: dict) -> np.ndarray:
-    """Per-caption MCC averaged over ``seeds``."""
+                 setting: dict, save: Path | None = None) -> np.ndarray:
+    """Per-caption MCC averaged over ``seeds``; with ``save``, every clip is also written there as a WAV."""
     scores = np.zeros(len(texts))
     for seed in seeds:
         for start in range(0, len(texts), batch):
             chunk = texts[start:start + batch]
-            audio, _ = model.generate(chunk, duration=duration, seed=seed, **setting)
+            audio, rate = model.generate(chunk, duration=duration, seed=seed, **setting)
             scores[start:start + len(chunk)] += per_caption_mcc(model, chunk, audio)
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                for i, clip in enumerate(audio.numpy()):
+                    soundfile.write(save / f"caption{start + i:03d}-seed{seed}.wav", clip, rate)
     return scores / len(seeds)
 
 
@@ -89,6 +94,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resynthesize", action="store_true",
                         help="also render each real clip's own semantic tokens through the acoustic stages")
+    parser.add_argument("--save", type=Path, help="write every generated clip under this folder, one per setting")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -102,7 +108,8 @@ def main() -> None:
     seconds: dict[str, float] = {}
     for spec, setting in settings:
         began = time.perf_counter()
-        rows[spec or "defaults"] = generate_all(model, texts, args.duration, args.batch, seeds, setting)
+        save = args.save / f"setting{len(rows)}" if args.save else None
+        rows[spec or "defaults"] = generate_all(model, texts, args.duration, args.batch, seeds, setting, save)
         seconds[spec or "defaults"] = time.perf_counter() - began
         print(f"{spec or 'defaults'}: {rows[spec or 'defaults'].mean():.3f} ({seconds[spec or 'defaults']:.0f} s)",
               file=sys.stderr)
