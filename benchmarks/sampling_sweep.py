@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,39 +49,35 @@ def parse_setting(spec: str) -> dict[str, float | list[float]]:
     return out
 
 
-def per_caption_mcc(model: MusicLM, texts: list[str], audio: list[np.ndarray] | torch.Tensor) -> np.ndarray:
-    text = model.mulan.embed_text(texts)
-    sound = model.mulan.embed_audio(audio)
-    return (text * sound).sum(dim=-1).float().cpu().numpy()
-
-
-def generate_all(model: MusicLM, texts: list[str], duration: float, batch: int, seeds: list[int],
-                 setting: dict, save: Path | None = None) -> np.ndarray:
-    """Per-caption MCC averaged over ``seeds``; with ``save``, every clip is also written there as a WAV."""
+def scored(model: MusicLM, texts: list[str], batch: int, seeds: list[int],
+           render: Callable[[slice, int], torch.Tensor], save: Path | None = None) -> np.ndarray:
+    """Per-caption MCC (:meth:`MusicLM.mulan_similarity`) of ``render(captions, seed)`` averaged over ``seeds``;
+    with ``save``, every clip is also written there as a WAV."""
     scores = np.zeros(len(texts))
     for seed in seeds:
         for start in range(0, len(texts), batch):
-            chunk = texts[start:start + batch]
-            audio, rate = model.generate(chunk, duration=duration, seed=seed, **setting)
-            scores[start:start + len(chunk)] += per_caption_mcc(model, chunk, audio)
+            rows = slice(start, min(start + batch, len(texts)))
+            audio = render(rows, seed)
+            scores[rows] += model.mulan_similarity(audio, texts[rows]).numpy()
             if save is not None:
                 save.mkdir(parents=True, exist_ok=True)
                 for i, clip in enumerate(audio.numpy()):
-                    soundfile.write(save / f"caption{start + i:03d}-seed{seed}.wav", clip, rate)
+                    soundfile.write(save / f"caption{start + i:03d}-seed{seed}.wav", clip, model.sample_rate)
     return scores / len(seeds)
 
 
-def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], duration: float,
-                  batch: int, seeds: list[int]) -> np.ndarray:
-    scores = np.zeros(len(texts))
-    for seed in seeds:
-        for start in range(0, len(texts), batch):
-            chunk, wavs = texts[start:start + batch], real[start:start + batch]
-            length = min(len(w) for w in wavs)
-            stacked = np.stack([w[:length] for w in wavs])
-            audio, _ = model.resynthesize(stacked, model.sample_rate, chunk, duration, seed=seed)
-            scores[start:start + len(chunk)] += per_caption_mcc(model, chunk, audio)
-    return scores / len(seeds)
+def generated(model: MusicLM, texts: list[str], duration: float, setting: dict) -> Callable:
+    """Render: the captions generated with ``setting``."""
+    return lambda rows, seed: model.generate(texts[rows], duration=duration, seed=seed, **setting)[0]
+
+
+def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], duration: float) -> Callable:
+    """Render: each real clip's own semantic tokens through the acoustic stages, with its caption."""
+    def render(rows: slice, seed: int) -> torch.Tensor:
+        wavs = real[rows]
+        stacked = np.stack([w[:min(len(w) for w in wavs)] for w in wavs])
+        return model.resynthesize(stacked, model.sample_rate, texts[rows], duration, seed=seed)[0]
+    return render
 
 
 def main() -> None:
@@ -103,21 +100,19 @@ def main() -> None:
     model = MusicLM.from_pretrained(args.model)
     texts, real = corpus_prompts(args.prompts, args.n, 0)
     seeds = list(range(args.seeds))
-    real_scores = per_caption_mcc(model, texts, real)
+    real_mcc = float(model.mulan_similarity(real, texts).mean())
     rows: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     for spec, setting in settings:
-        began = time.perf_counter()
+        name, began = spec or "defaults", time.perf_counter()
         save = args.save / f"setting{len(rows)}" if args.save else None
-        rows[spec or "defaults"] = generate_all(model, texts, args.duration, args.batch, seeds, setting, save)
-        seconds[spec or "defaults"] = time.perf_counter() - began
-        print(f"{spec or 'defaults'}: {rows[spec or 'defaults'].mean():.3f} ({seconds[spec or 'defaults']:.0f} s)",
-              file=sys.stderr)
+        rows[name] = scored(model, texts, args.batch, seeds, generated(model, texts, args.duration, setting), save)
+        seconds[name] = time.perf_counter() - began
+        print(f"{name}: {rows[name].mean():.3f} ({seconds[name]:.0f} s)", file=sys.stderr)
     if args.resynthesize:
-        rows["real semantic tokens (resynthesis)"] = resynthesized(model, texts, real, args.duration, args.batch,
-                                                                   seeds)
+        rows["real semantic tokens (resynthesis)"] = scored(model, texts, args.batch, seeds,
+                                                            resynthesized(model, texts, real, args.duration))
     base = next(iter(rows.values()))
-    real_mcc = float(real_scores.mean())
     report = {"prompts": len(texts), "seeds": seeds, "duration": args.duration, "real clips": real_mcc,
               "settings": {}}
     for name, scores in rows.items():

@@ -11,22 +11,23 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
-def test_benchmark_imports_and_has_a_main(script, monkeypatch):
+def load_benchmark(script: str, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # they import each other's helpers
     spec = importlib.util.spec_from_file_location(f"benchmark_{Path(script).stem}", BENCHMARKS / script)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_benchmark_imports_and_has_a_main(script, monkeypatch):
+    module = load_benchmark(script, monkeypatch)
     assert callable(getattr(module, "main", None)), f"{script} has no main()"
 
 
 def test_sampling_sweep_parses_settings(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("benchmark_sampling_sweep_parse", BENCHMARKS / "sampling_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    module = load_benchmark("sampling_sweep.py", monkeypatch)
     assert module.parse_setting("") == {}
     assert module.parse_setting("temperature=0.9,0.8,0.4; cfg=5;top-k=50") == {
         "temperature": [0.9, 0.8, 0.4], "cfg": 5.0, "top_k": 50}
