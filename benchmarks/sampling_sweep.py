@@ -10,6 +10,8 @@ the same seeds, so the settings are compared pairwise: the report gives each one
 clips' MCC, and its mean per-caption difference from the first setting with a paired t-test.
 ``--resynthesize`` adds the acoustic stages rendering each real clip's own semantic tokens with its caption
 (a perfect semantic stage, default sampling): how much of the gap to real clips the semantic stage leaves.
+``--keep-levels K`` (repeatable) adds the same with the clip's own first K coarse RVQ levels kept and only the
+levels above sampled: how much each coarse level's sampling costs (K = all coarse levels: the fine stage alone).
 """
 
 from __future__ import annotations
@@ -71,12 +73,15 @@ def generated(model: MusicLM, texts: list[str], duration: float, setting: dict) 
     return lambda rows, seed: model.generate(texts[rows], duration=duration, seed=seed, **setting)[0]
 
 
-def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], duration: float) -> Callable:
-    """Render: each real clip's own semantic tokens through the acoustic stages, with its caption."""
+def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], duration: float,
+                  keep_levels: int = 0) -> Callable:
+    """Render: each real clip's own semantic tokens (and first ``keep_levels`` coarse levels) through the
+    acoustic stages, with its caption."""
     def render(rows: slice, seed: int) -> torch.Tensor:
         wavs = real[rows]
         stacked = np.stack([w[:min(len(w) for w in wavs)] for w in wavs])
-        return model.resynthesize(stacked, model.sample_rate, texts[rows], duration, seed=seed)[0]
+        return model.resynthesize(stacked, model.sample_rate, texts[rows], duration, seed=seed,
+                                  keep_levels=keep_levels)[0]
     return render
 
 
@@ -91,6 +96,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resynthesize", action="store_true",
                         help="also render each real clip's own semantic tokens through the acoustic stages")
+    parser.add_argument("--keep-levels", type=int, action="append", default=[],
+                        help="also resynthesize keeping each clip's own first K coarse levels (repeatable)")
     parser.add_argument("--save", type=Path, help="write every generated clip under this folder, one per setting")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
@@ -109,9 +116,14 @@ def main() -> None:
         rows[name] = scored(model, texts, args.batch, seeds, generated(model, texts, args.duration, setting), save)
         seconds[name] = time.perf_counter() - began
         print(f"{name}: {rows[name].mean():.3f} ({seconds[name]:.0f} s)", file=sys.stderr)
-    if args.resynthesize:
-        rows["real semantic tokens (resynthesis)"] = scored(model, texts, args.batch, seeds,
-                                                            resynthesized(model, texts, real, args.duration))
+    for keep in ([0] if args.resynthesize else []) + args.keep_levels:
+        name, began = "real semantic tokens (resynthesis)", time.perf_counter()
+        if keep:
+            name = f"real semantic tokens and coarse levels 1-{keep}" if keep > 1 else \
+                "real semantic tokens and coarse level 1"
+        rows[name] = scored(model, texts, args.batch, seeds, resynthesized(model, texts, real, args.duration, keep))
+        seconds[name] = time.perf_counter() - began
+        print(f"{name}: {rows[name].mean():.3f} ({seconds[name]:.0f} s)", file=sys.stderr)
     base = next(iter(rows.values()))
     report = {"prompts": len(texts), "seeds": seeds, "duration": args.duration, "real clips": real_mcc,
               "settings": {}}

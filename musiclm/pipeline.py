@@ -498,11 +498,13 @@ class MusicLM:
                      duration: float | None = None, *, seed: int = 0,
                      temperature: float | Sequence[float] | None = None, top_k: int | Sequence[int] | None = None,
                      top_p: float | Sequence[float] | None = None, cfg: float | Sequence[float] | None = None,
-                     progress: ProgressCallback | None = None) -> tuple[torch.Tensor, int]:
+                     keep_levels: int = 0, progress: ProgressCallback | None = None) -> tuple[torch.Tensor, int]:
         """New acoustics for the semantic tokens of ``audio`` (``[samples]`` or ``[B, samples]``): the coarse and
         fine stages, conditioned on ``texts``, render what the semantic tokenizer heard (AudioLM's
         semantic-to-acoustic path; the semantic stage does not run). It shows what of a signal (its melody,
-        rhythm) survives the acoustic stages. ``duration`` defaults to the audio's length."""
+        rhythm) survives the acoustic stages. ``duration`` defaults to the audio's length. ``keep_levels``
+        (0 to the coarse level count) keeps that many first RVQ levels of the audio's own codes and samples only
+        the coarse levels above them: how much each level's sampling costs."""
         if self.semantic_tokenizer is None:
             raise GenerationError("resynthesis needs the semantic tokenizer, which this model folder lacks")
         if not self.stages["coarse"].config.semantic_conditioning:
@@ -520,16 +522,30 @@ class MusicLM:
         if semantic.shape[1] < frames:  # shorter audio loops, as a melody does
             semantic = semantic.repeat(1, -(-frames // semantic.shape[1]))
         semantic = semantic[:, :frames].expand(rows, -1) if semantic.shape[0] == 1 else semantic[:, :frames]
+        coarse_levels = self.stages["coarse"].config.tokens.coarse_levels
+        if not 0 <= keep_levels <= coarse_levels:
+            raise GenerationError(f"keep_levels must lie in 0..{coarse_levels} (the coarse stage's levels), "
+                                  f"got {keep_levels}")
+        kept = None
+        if keep_levels:
+            codes = self.codec.encode(wav, sample_rate, bitrate=None).cpu()[:, :keep_levels].transpose(1, 2)
+            acoustic_frames = frames * self.stages["coarse"].config.tokens.acoustic_per_semantic
+            if codes.shape[1] < acoustic_frames:  # shorter audio loops, as its semantic tokens do
+                codes = codes.repeat(1, -(-acoustic_frames // codes.shape[1]), 1)
+            kept = torch.full((codes.shape[0], acoustic_frames, coarse_levels), -1, dtype=torch.long)
+            kept[..., :keep_levels] = codes[:, :acoustic_frames]
+            kept = kept.expand(rows, -1, -1) if kept.shape[0] == 1 else kept
         tokens = [(0.0, self.mulan.text_tokens(texts_per_row))]
         audio_out = self.render_tokens(tokens, duration, self.sampling(temperature, top_k, top_p, cfg), seed,
-                                       progress, semantic=semantic)
+                                       progress, semantic=semantic, coarse_codes=kept)
         return audio_out, self.sample_rate
 
     def render_tokens(self, mulan: list[tuple[float, torch.Tensor]], duration: float, sampling: Sampling,
                       seed: int = 0, progress: ProgressCallback | None = None,
                       prompt: dict[str, torch.Tensor] | None = None,
                       unconditional: bool = False, melody: torch.Tensor | None = None,
-                      semantic: torch.Tensor | None = None, contour: torch.Tensor | None = None) -> torch.Tensor:
+                      semantic: torch.Tensor | None = None, contour: torch.Tensor | None = None,
+                      coarse_codes: torch.Tensor | None = None) -> torch.Tensor:
         """MuLan tokens (a schedule ``[(start_seconds, [B, Q])]``) -> audio ``[B, samples]`` through the stages.
 
         ``unconditional`` replaces the MuLan tokens by the null tokens everywhere (use ``cfg`` 1 with it). A
@@ -538,7 +554,8 @@ class MusicLM:
         window on the melody windows under it; ``contour`` (``[B, frames]`` pitch-contour values at the semantic
         rate over the whole duration) conditions each frame of the stages trained with one on its own. Given
         ``semantic`` tokens (``[B, frames]`` covering the
-        duration), the semantic stage does not run and the acoustic stages render those.
+        duration), the semantic stage does not run and the acoustic stages render those. ``coarse_codes``
+        (``[B, frames, coarse levels]`` codes covering the duration, -1 where sampled) fixes the given codes.
         """
         semantic_lm, coarse_lm, fine_lm = (self.stages[n] for n in STAGE_NAMES)
         spaces = coarse_lm.config.tokens
@@ -606,7 +623,7 @@ class MusicLM:
             coarse_contour = contour[:, :semantic_frames].repeat_interleave(ratio, dim=1)
         coarse = coarse_lm.generate(acoustic_frames, coarse_condition, batch, prompt=coarse_prompt,
                                     params=sampling.coarse, generator=generator["coarse"],
-                                    progress=report("coarse"), contour=coarse_contour)
+                                    progress=report("coarse"), contour=coarse_contour, forced=coarse_codes)
         # stage 3: fine acoustic tokens (not in draft mode)
         if self.skip_fine_stage:
             codes = coarse.transpose(1, 2)  # [B, coarse levels, frames]

@@ -245,6 +245,25 @@ def test_resynthesis_renders_the_semantic_tokens_of_the_audio(tiny_musiclm, sine
         tiny_musiclm.resynthesize(np.zeros((1, 1, 10), np.float32), 24_000, "x")
 
 
+def test_resynthesis_can_keep_the_audios_first_coarse_levels(tiny_musiclm, sine, monkeypatch):
+    wav = sine(330.0, seconds=1.0, sr=24_000)
+    codec = tiny_musiclm.codec
+    own = codec.encode(torch.as_tensor(wav)[None], 24_000, bitrate=None).cpu()
+    decoded = []
+    real_decode = codec.decode
+    monkeypatch.setattr(codec, "decode", lambda codes, **kw: decoded.append(codes.cpu()) or real_decode(codes, **kw))
+    levels = tiny_musiclm.stages["coarse"].config.tokens.coarse_levels
+    for keep in (1, levels):
+        audio, rate = tiny_musiclm.resynthesize(wav, 24_000, "a calm piano piece", duration=1.0, keep_levels=keep)
+        assert audio.shape == (1, rate)
+        frames = min(own.shape[2], decoded[-1].shape[2])
+        assert torch.equal(decoded[-1][:, :keep, :frames], own[:, :keep, :frames])
+    tiny_musiclm.resynthesize(wav, 24_000, "a calm piano piece", duration=1.0)
+    assert not torch.equal(decoded[-1][:, :1], own[:, :1, :decoded[-1].shape[2]])  # sampled without it
+    with pytest.raises(GenerationError, match="keep_levels"):
+        tiny_musiclm.resynthesize(wav, 24_000, "x", duration=1.0, keep_levels=levels + 1)
+
+
 def test_stages_refuse_a_mulan_they_were_not_trained_with(tiny_musiclm):
     from dataclasses import replace
 

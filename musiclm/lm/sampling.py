@@ -105,11 +105,29 @@ def _check_ranges(token_ranges: torch.Tensor, vocab: int) -> list[tuple[int, int
     return ranges
 
 
+def _check_forced(forced: torch.Tensor, ranges: list[tuple[int, int]], batch: int) -> torch.Tensor:
+    if not isinstance(forced, torch.Tensor) or tuple(forced.shape) != (batch, len(ranges)):
+        got = tuple(forced.shape) if isinstance(forced, torch.Tensor) else type(forced).__name__
+        raise SequenceError(f"forced must be a [{batch}, {len(ranges)}] tensor of ids (-1: sampled), got {got}")
+    if forced.dtype.is_floating_point:
+        raise SequenceError("forced must hold integer ids")
+    forced = forced.long().cpu()
+    bounds = torch.tensor(ranges, dtype=torch.long)
+    given = forced >= 0
+    outside = given & ((forced < bounds[:, 0]) | (forced >= bounds[:, 1]))
+    if bool(outside.any()) or bool((forced < -1).any()):
+        step = int((outside | (forced < -1)).any(dim=0).nonzero()[0])
+        raise SequenceError(f"forced ids of step {step} lie outside its range [{ranges[step][0]}, "
+                            f"{ranges[step][1]}) (use -1 for a sampled step)")
+    return forced
+
+
 @torch.no_grad()
 def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torch.Tensor, params: SamplingParams,
                     generator: torch.Generator, *, uncond_prefix: torch.Tensor | None = None,
                     use_cache: bool = True, progress: Callable[[int], None] | None = None,
-                    weight_dtype: torch.dtype | None = None, aligned: torch.Tensor | None = None) -> torch.Tensor:
+                    weight_dtype: torch.dtype | None = None, aligned: torch.Tensor | None = None,
+                    forced: torch.Tensor | None = None) -> torch.Tensor:
     """Continue ``prefix`` ``[B, P]`` by ``steps = len(token_ranges)`` tokens -> ``[B, steps]`` (long).
 
     Step ``i`` draws each row's token from the vocabulary range ``token_ranges[i] = [lo, hi)``. With
@@ -127,6 +145,10 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
     ``aligned`` (``[B, P + steps - 1]`` ids, for a model with an aligned embedding) is the aligned condition of
     every input position: the prefix's, then that of each fed token. The unconditional rows of guidance get
     id 0 (no aligned condition) throughout, so guidance strengthens it together with the prefix's condition.
+
+    ``forced`` (``[B, steps]`` ids, -1 where the token is sampled) fixes the tokens of some steps: a forced
+    step emits its given id (which must lie in that step's range) and the sequence goes on from it. The noise
+    of every step is still drawn, so the free steps of a row draw the same noise as without forcing.
     """
     params.validate()
     if not isinstance(generator, torch.Generator):
@@ -162,6 +184,8 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
         if guided:
             aligned = torch.cat([aligned, torch.zeros_like(aligned)])
         model.check_aligned(aligned)  # the ids of every position, not just the prefix's
+    if forced is not None:
+        forced = _check_forced(forced, ranges, batch).to(device)
 
     def step_logits(logits: torch.Tensor) -> torch.Tensor:
         last = logits[:, -1]
@@ -185,6 +209,8 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
                            aligned=None if aligned is None else aligned[:, :prefix_len])
         for step, (lo, _) in enumerate(ranges):
             token = sample_from_logits(step_logits(logits), params, generator) + lo
+            if forced is not None:
+                token = torch.where(forced[:, step] >= 0, forced[:, step], token)
             out[:, step] = token
             if step + 1 < steps:
                 fed = token.repeat(2) if guided else token

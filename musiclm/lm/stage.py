@@ -120,12 +120,14 @@ class StageLM:
     def generate(self, frames: int, condition: ConditionFn, batch: int, *, prompt: torch.Tensor | None = None,
                  params: SamplingParams | None = None, generator: torch.Generator | None = None,
                  progress: ProgressFn | None = None, use_cache: bool = True,
-                 contour: torch.Tensor | None = None) -> torch.Tensor:
+                 contour: torch.Tensor | None = None, forced: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, frames, levels]`` target values: ``prompt`` (``[B, p, levels]`` or ``[B, p]``) then sampled ones.
 
         ``condition(start, first_new, end)`` gives the condition of each window (see :data:`ConditionFn`).
         ``contour`` (``[B, >= frames]`` pitch-contour values at this stage's frame rate, for a stage trained with
-        one) is the melody each target frame is sampled under.
+        one) is the melody each target frame is sampled under. ``forced`` (``[B, >= frames, levels]`` values of
+        every frame, the prompt's included; -1 where sampled) fixes the given values of the frames to sample: the
+        stage samples the rest around them (e.g. the upper RVQ levels of given first-level codes).
         """
         params = params or self.config.sampling
         params.validate()
@@ -142,6 +144,12 @@ class StageLM:
             if contour.dim() != 2 or contour.shape[0] != batch or contour.shape[1] < frames:
                 raise StageError(f"expected a pitch contour of shape [{batch}, >= {frames}], got "
                                  f"{tuple(contour.shape)}")
+        if forced is not None:
+            if forced.dim() != 3 or forced.shape[0] != batch or forced.shape[1] < frames or \
+                    forced.shape[2] != self.levels:
+                raise StageError(f"expected forced values of shape [{batch}, >= {frames}, {self.levels}], got "
+                                 f"{tuple(forced.shape)}")
+            forced = forced.long().cpu()
         if have >= frames:
             return out[:, :frames]
         total_steps = (frames - have) * self.levels
@@ -167,9 +175,16 @@ class StageLM:
             if contour is not None:
                 aligned = self.layout.contour_ids(contour[:, start:have + new], cond.shape[1], have + new - start,
                                                   batch)
+            forced_ids = None
+            if forced is not None:
+                window_values = forced[:, have:have + new]
+                free = window_values < 0
+                forced_ids = self.layout.encode_targets(window_values.clamp(min=0))
+                forced_ids = forced_ids.masked_fill(free.reshape(batch, -1), -1)
             ids = generate_tokens(self.model, prefix, self.layout.target_ranges(new).to(self.device), params,
                                   generator, uncond_prefix=uncond_prefix, use_cache=use_cache, progress=step,
-                                  weight_dtype=self.decode_dtype if use_cache else None, aligned=aligned)
+                                  weight_dtype=self.decode_dtype if use_cache else None, aligned=aligned,
+                                  forced=forced_ids)
             out = torch.cat([out, self.layout.decode_targets(ids).cpu()], dim=1)
             have = out.shape[1]
             done += new * self.levels

@@ -162,6 +162,41 @@ def test_token_ranges_are_respected_on_every_step():
         assert (tokens[:, 3::4] == 7).all()
 
 
+def test_forced_steps_emit_their_ids_and_the_rest_is_sampled_around_them():
+    model = tiny_model(seed=3)
+    prefix, uncond = prefixes()
+    params = SamplingParams(cfg_scale=2.0)
+    free = generate_tokens(model, prefix, full_ranges(12), params, gen(0), uncond_prefix=uncond)
+    none_forced = torch.full((3, 12), -1)
+    same = generate_tokens(model, prefix, full_ranges(12), params, gen(0), uncond_prefix=uncond, forced=none_forced)
+    assert torch.equal(free, same)  # nothing forced: the plain draw
+    forced = none_forced.clone()
+    forced[:, ::3] = torch.randint(0, VOCAB, (3, 4), generator=gen(9))
+    runs = [generate_tokens(model, prefix, full_ranges(12), params, gen(0), uncond_prefix=uncond, forced=forced,
+                            use_cache=cache) for cache in (True, False)]
+    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0][:, ::3], forced[:, ::3])
+    # the first step is forced and its context changes every later draw: forcing really feeds the sequence
+    assert not torch.equal(runs[0][:, 1:], free[:, 1:])
+    # the step after a forced one is the model's draw given the forced token (greedy: its argmax)
+    greedy = generate_tokens(model, prefix, full_ranges(2), SamplingParams(temperature=0), gen(0),
+                             forced=torch.tensor([[5, -1]] * 3))
+    expected = model(torch.cat([prefix, torch.full((3, 1), 5)], dim=1))[:, -1].argmax(dim=-1)
+    assert torch.equal(greedy[:, 0], torch.full((3,), 5)) and torch.equal(greedy[:, 1], expected)
+
+
+@pytest.mark.parametrize(("forced", "message"), [
+    (torch.full((3, 5), -1), r"\[3, 4\]"),
+    (torch.full((3, 4), -1.0), "integer"),
+    (torch.tensor([[-1, -1, 30, -1]] * 3), "step 2 lie outside its range"),
+    (torch.tensor([[-2, -1, -1, -1]] * 3), "step 0"),
+])
+def test_bad_forced_ids_are_clear_errors(forced, message):
+    ranges = torch.tensor([[0, 10], [10, 20], [0, 10], [10, 20]])
+    with pytest.raises(SequenceError, match=message):
+        generate_tokens(tiny_model(), prefixes()[0], ranges, SamplingParams(), gen(0), forced=forced)
+
+
 def test_greedy_generation_is_the_argmax_continuation():
     model = tiny_model(seed=4)
     prefix = prefixes(batch=2)[0]

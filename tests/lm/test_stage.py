@@ -75,6 +75,25 @@ def test_same_seed_same_tokens_and_cached_equals_uncached():
     assert not torch.equal(runs[0], other)
 
 
+def test_forced_values_are_kept_across_windows_and_the_rest_is_sampled():
+    stage = tiny_stage("fine", window=0.2, stride=0.1)  # 10 frames x 2 levels per window
+    coarse = torch.randint(0, 8, (2, 30, 2))
+
+    def condition(start, first_new, end):
+        return stage.layout.condition(coarse[:, start:end]), None
+
+    forced = torch.full((2, 30, 2), -1)
+    forced[..., 0] = torch.randint(0, 8, (2, 30))  # the first level given, the second sampled
+    out = stage.generate(30, condition, batch=2, generator=torch.Generator().manual_seed(1), forced=forced)
+    assert torch.equal(out[..., 0], forced[..., 0])
+    assert int(out[..., 1].min()) >= 0 and int(out[..., 1].max()) < SPACES.acoustic_codebook
+    prompt = torch.randint(0, 8, (2, 4, 2))  # frames under the prompt keep the prompt
+    out = stage.generate(30, condition, batch=2, prompt=prompt, forced=forced)
+    assert torch.equal(out[:, :4], prompt) and torch.equal(out[:, 4:, 0], forced[:, 4:, 0])
+    with pytest.raises(StageError, match="forced values"):
+        stage.generate(30, condition, batch=2, forced=forced[:, :20])
+
+
 def test_progress_counts_every_token():
     stage = tiny_stage("semantic", window=1.0, stride=0.5)
     seen = []
