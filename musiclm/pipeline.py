@@ -510,6 +510,10 @@ class MusicLM:
         if not self.stages["coarse"].config.semantic_conditioning:
             raise GenerationError("this coarse stage takes no semantic tokens (the ablation), so it cannot "
                                   "render given ones")
+        coarse_levels = self.stages["coarse"].config.tokens.coarse_levels
+        if not 0 <= keep_levels <= coarse_levels:
+            raise GenerationError(f"keep_levels must lie in 0..{coarse_levels} (the coarse stage's levels), "
+                                  f"got {keep_levels}")
         wav = _audio_rows(audio, "the audio", allow_empty=False)
         duration = self.check_duration(wav.shape[1] / sample_rate if duration is None else duration)
         schedule = self._schedule([(0.0, texts)], duration)
@@ -522,10 +526,6 @@ class MusicLM:
         if semantic.shape[1] < frames:  # shorter audio loops, as a melody does
             semantic = semantic.repeat(1, -(-frames // semantic.shape[1]))
         semantic = semantic[:, :frames].expand(rows, -1) if semantic.shape[0] == 1 else semantic[:, :frames]
-        coarse_levels = self.stages["coarse"].config.tokens.coarse_levels
-        if not 0 <= keep_levels <= coarse_levels:
-            raise GenerationError(f"keep_levels must lie in 0..{coarse_levels} (the coarse stage's levels), "
-                                  f"got {keep_levels}")
         kept = None
         if keep_levels:
             codes = self.codec.encode(wav, sample_rate, bitrate=None).cpu()[:, :keep_levels].transpose(1, 2)
