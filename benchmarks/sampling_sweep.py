@@ -105,25 +105,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = [(spec, parse_setting(spec)) for spec in (args.setting or [""])]
     model = MusicLM.from_pretrained(args.model)
+    levels = model.stages["coarse"].config.tokens.coarse_levels
+    if any(not 1 <= keep <= levels for keep in args.keep_levels):
+        raise SystemExit(f"--keep-levels must lie in 1..{levels} (this model's coarse levels)")
     texts, real = corpus_prompts(args.prompts, args.n, 0)
     seeds = list(range(args.seeds))
     real_mcc = float(model.mulan_similarity(real, texts).mean())
     rows: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
+
+    def add_row(name: str, render: Callable, save: Path | None = None) -> None:
+        began = time.perf_counter()
+        rows[name] = scored(model, texts, args.batch, seeds, render, save)
+        seconds[name] = time.perf_counter() - began
+        print(f"{name}: {rows[name].mean():.3f} ({seconds[name]:.0f} s)", file=sys.stderr)
+
     for spec, setting in settings:
-        name, began = spec or "defaults", time.perf_counter()
-        save = args.save / f"setting{len(rows)}" if args.save else None
-        rows[name] = scored(model, texts, args.batch, seeds, generated(model, texts, args.duration, setting), save)
-        seconds[name] = time.perf_counter() - began
-        print(f"{name}: {rows[name].mean():.3f} ({seconds[name]:.0f} s)", file=sys.stderr)
+        add_row(spec or "defaults", generated(model, texts, args.duration, setting),
+                args.save / f"setting{len(rows)}" if args.save else None)
     for keep in ([0] if args.resynthesize else []) + args.keep_levels:
-        name, began = "real semantic tokens (resynthesis)", time.perf_counter()
-        if keep:
-            name = f"real semantic tokens and coarse levels 1-{keep}" if keep > 1 else \
-                "real semantic tokens and coarse level 1"
-        rows[name] = scored(model, texts, args.batch, seeds, resynthesized(model, texts, real, args.duration, keep))
-        seconds[name] = time.perf_counter() - began
-        print(f"{name}: {rows[name].mean():.3f} ({seconds[name]:.0f} s)", file=sys.stderr)
+        kept = "" if not keep else " and coarse level 1" if keep == 1 else f" and coarse levels 1-{keep}"
+        name = f"real semantic tokens{kept}" + ("" if keep else " (resynthesis)")
+        add_row(name, resynthesized(model, texts, real, args.duration, keep))
     base = next(iter(rows.values()))
     report = {"prompts": len(texts), "seeds": seeds, "duration": args.duration, "real clips": real_mcc,
               "settings": {}}
