@@ -417,8 +417,7 @@ class MusicLM:
             wav = torch.as_tensor(resample(wav.numpy(), int(sample_rate), rate), dtype=torch.float32)
         window = self.stages["semantic"].config.window_seconds
         needed = int(math.ceil(max(duration, window, self.melody.window_seconds) * rate))
-        loops = -(-needed // wav.shape[1])
-        wav = wav.repeat(1, loops)[:, :needed]
+        wav = _looped(wav, needed)
         return self.melody.tokens(wav, rate).long().cpu()
 
     def generate_unconditional(self, num_samples: int = 1, duration: float = 10.0, *, seed: int = 0,
@@ -523,17 +522,14 @@ class MusicLM:
         texts_per_row = schedule[0][1] * rows if len(schedule[0][1]) == 1 else schedule[0][1]
         semantic = self.semantic_tokenizer.tokenize(wav, sample_rate).cpu()
         frames = math.ceil(duration * self.stages["coarse"].config.tokens.semantic_rate)
-        if semantic.shape[1] < frames:  # shorter audio loops, as a melody does
-            semantic = semantic.repeat(1, -(-frames // semantic.shape[1]))
-        semantic = semantic[:, :frames].expand(rows, -1) if semantic.shape[0] == 1 else semantic[:, :frames]
+        semantic = _looped(semantic, frames)  # shorter audio loops, as a melody does
+        semantic = semantic.expand(rows, -1) if semantic.shape[0] == 1 else semantic
         kept = None
         if keep_levels:
             codes = self.codec.encode(wav, sample_rate, bitrate=None).cpu()[:, :keep_levels].transpose(1, 2)
             acoustic_frames = frames * self.stages["coarse"].config.tokens.acoustic_per_semantic
-            if codes.shape[1] < acoustic_frames:  # shorter audio loops, as its semantic tokens do
-                codes = codes.repeat(1, -(-acoustic_frames // codes.shape[1]), 1)
             kept = torch.full((codes.shape[0], acoustic_frames, coarse_levels), -1, dtype=torch.long)
-            kept[..., :keep_levels] = codes[:, :acoustic_frames]
+            kept[..., :keep_levels] = _looped(codes, acoustic_frames)  # looped as its semantic tokens are
             kept = kept.expand(rows, -1, -1) if kept.shape[0] == 1 else kept
         tokens = [(0.0, self.mulan.text_tokens(texts_per_row))]
         audio_out = self.render_tokens(tokens, duration, self.sampling(temperature, top_k, top_p, cfg), seed,
@@ -686,6 +682,13 @@ def _check_melody_model(melody, semantic: StageLM) -> None:
     if expected and melody.fingerprint() != expected:
         raise GenerationError(f"the melody model ({melody.fingerprint()}) is not the one the semantic stage was "
                               f"trained with ({expected})")
+
+
+def _looped(rows: torch.Tensor, length: int) -> torch.Tensor:
+    """``rows`` (``[B, n, ...]``) repeated along dim 1 as often as needed and cut to ``length``."""
+    repeats = [1] * rows.dim()
+    repeats[1] = -(-length // rows.shape[1])
+    return rows.repeat(*repeats)[:, :length]
 
 
 def _per_row(melody: torch.Tensor, rows: int, repeat: int) -> torch.Tensor:
