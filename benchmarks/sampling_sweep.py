@@ -12,6 +12,8 @@ clips' MCC, and its mean per-caption difference from the first setting with a pa
 (a perfect semantic stage, default sampling): how much of the gap to real clips the semantic stage leaves.
 ``--keep-levels K`` (repeatable) adds the same with the clip's own first K coarse RVQ levels kept and only the
 levels above sampled: how much each coarse level's sampling costs (K = all coarse levels: the fine stage alone).
+``--baseline REPORT`` pairs every row with the same-named row of an earlier ``--json`` report of another model
+(same captions and seeds; the report keeps each caption's score): the comparison of two candidate models.
 """
 
 from __future__ import annotations
@@ -85,13 +87,35 @@ def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], dura
     return render
 
 
+def check_baseline(baseline: dict, captions: list[str], seeds: list[int]) -> None:
+    """Refuse a baseline report made on other captions or seeds: its rows could not be paired."""
+    for key, ours in (("captions", captions), ("seeds", seeds)):
+        if baseline.get(key) != ours:
+            raise SystemExit(f"--baseline: that report has other {key}; run both with the same --prompts, "
+                             "--n, --seeds and --first-seed")
+
+
+def compare_to_baseline(report: dict, baseline: dict) -> None:
+    """Add to each row of ``report`` its mean per-caption difference from the same-named row of ``baseline``
+    (another model's report on the same captions and seeds) with a paired t-test."""
+    check_baseline(baseline, report["captions"], report["seeds"])
+    for name, row in report["settings"].items():
+        base = baseline["settings"].get(name, {}).get("per_caption")
+        if base is None:
+            continue
+        diff = np.asarray(row["per_caption"]) - np.asarray(base)
+        row["vs_baseline"] = float(diff.mean())
+        row["p_vs_baseline"] = float(scipy.stats.ttest_rel(row["per_caption"], base).pvalue) if np.any(diff) else 1.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--prompts", required=True, help="corpus folder (test split captions and clips)")
     parser.add_argument("--setting", action="append", default=[], help="sampling setting (repeatable)")
     parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1, help="how many seeds per caption")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from this one up")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resynthesize", action="store_true",
@@ -99,9 +123,11 @@ def main() -> None:
     parser.add_argument("--keep-levels", type=int, action="append", default=[],
                         help="also resynthesize keeping each clip's own first K coarse levels (repeatable)")
     parser.add_argument("--save", type=Path, help="write every generated clip under this folder, one per setting")
+    parser.add_argument("--baseline", type=Path, help="an earlier --json report of another model to pair against")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     torch.set_num_threads(args.threads)
     settings = [(spec, parse_setting(spec)) for spec in (args.setting or [""])]
     model = MusicLM.from_pretrained(args.model)
@@ -109,7 +135,9 @@ def main() -> None:
     if any(not 1 <= keep <= levels for keep in args.keep_levels):
         raise SystemExit(f"--keep-levels must lie in 1..{levels} (this model's coarse levels)")
     texts, real = corpus_prompts(args.prompts, args.n, 0)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    if baseline is not None:
+        check_baseline(baseline, texts, seeds)
     real_mcc = float(model.mulan_similarity(real, texts).mean())
     rows: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
@@ -129,21 +157,24 @@ def main() -> None:
         add_row(name, resynthesized(model, texts, real, args.duration, keep))
     base = next(iter(rows.values()))
     report = {"prompts": len(texts), "seeds": seeds, "duration": args.duration, "real clips": real_mcc,
-              "settings": {}}
+              "captions": texts, "settings": {}}
     for name, scores in rows.items():
         diff = scores - base
         p = float(scipy.stats.ttest_rel(scores, base).pvalue) if np.any(diff) else 1.0
         report["settings"][name] = {"mcc": float(scores.mean()), "share_of_real": float(scores.mean()) / real_mcc,
                                     "vs_first": float(diff.mean()), "p_vs_first": p,
-                                    "seconds": seconds.get(name)}
+                                    "seconds": seconds.get(name), "per_caption": scores.tolist()}
+    if baseline is not None:
+        compare_to_baseline(report, baseline)
     if args.json:
         print(json.dumps(report, indent=1))
         return
     print(f"{len(texts)} test captions of {args.prompts}, seeds {seeds}; real clips MCC {real_mcc:.3f}\n")
-    print("| setting | MCC | share of real | vs first (paired p) |\n|---|---|---|---|")
+    print("| setting | MCC | share of real | vs first (paired p) | vs baseline (paired p) |\n|---|---|---|---|---|")
     for name, row in report["settings"].items():
+        versus = f"{row['vs_baseline']:+.3f} (p {row['p_vs_baseline']:.2g})" if "vs_baseline" in row else ""
         print(f"| {name} | {row['mcc']:.3f} | {row['share_of_real']:.0%} | {row['vs_first']:+.3f} "
-              f"(p {row['p_vs_first']:.2g}) |")
+              f"(p {row['p_vs_first']:.2g}) | {versus} |")
 
 
 if __name__ == "__main__":

@@ -34,3 +34,21 @@ def test_sampling_sweep_parses_settings(monkeypatch):
     for bad in ("temp=1", "cfg", "temperature=1,2"):
         with pytest.raises(SystemExit):
             module.parse_setting(bad)
+
+
+def test_sampling_sweep_pairs_rows_with_another_models_report(monkeypatch):
+    module = load_benchmark("sampling_sweep.py", monkeypatch)
+    captions, seeds = ["a", "b", "c", "d"], [0, 1]
+    baseline = {"captions": captions, "seeds": seeds,
+                "settings": {"defaults": {"per_caption": [0.1, 0.2, 0.3, 0.4]}}}
+    report = {"captions": captions, "seeds": seeds,
+              "settings": {"defaults": {"per_caption": [0.2, 0.25, 0.45, 0.5]},
+                           "cfg=5": {"per_caption": [0.1, 0.2, 0.3, 0.4]}}}
+    module.compare_to_baseline(report, baseline)
+    row = report["settings"]["defaults"]
+    assert row["vs_baseline"] == pytest.approx(0.1)
+    assert 0.0 < row["p_vs_baseline"] < 0.05
+    assert "vs_baseline" not in report["settings"]["cfg=5"]  # no row of that name in the baseline
+    for other in ({**baseline, "seeds": [0]}, {**baseline, "captions": ["a", "b", "c", "e"]}):
+        with pytest.raises(SystemExit, match="other"):
+            module.compare_to_baseline(report, other)
