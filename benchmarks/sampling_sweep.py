@@ -87,6 +87,12 @@ def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], dura
     return render
 
 
+def paired(scores, base) -> tuple[float, float]:
+    """Mean per-caption difference of ``scores`` from ``base`` and its paired t-test p (1 when identical)."""
+    diff = np.asarray(scores) - np.asarray(base)
+    return float(diff.mean()), float(scipy.stats.ttest_rel(scores, base).pvalue) if np.any(diff) else 1.0
+
+
 def check_baseline(baseline: dict, captions: list[str], seeds: list[int]) -> None:
     """Refuse a baseline report made on other captions or seeds: its rows could not be paired."""
     for key, ours in (("captions", captions), ("seeds", seeds)):
@@ -103,9 +109,7 @@ def compare_to_baseline(report: dict, baseline: dict) -> None:
         base = baseline["settings"].get(name, {}).get("per_caption")
         if base is None:
             continue
-        diff = np.asarray(row["per_caption"]) - np.asarray(base)
-        row["vs_baseline"] = float(diff.mean())
-        row["p_vs_baseline"] = float(scipy.stats.ttest_rel(row["per_caption"], base).pvalue) if np.any(diff) else 1.0
+        row["vs_baseline"], row["p_vs_baseline"] = paired(row["per_caption"], base)
 
 
 def main() -> None:
@@ -159,10 +163,9 @@ def main() -> None:
     report = {"prompts": len(texts), "seeds": seeds, "duration": args.duration, "real clips": real_mcc,
               "captions": texts, "settings": {}}
     for name, scores in rows.items():
-        diff = scores - base
-        p = float(scipy.stats.ttest_rel(scores, base).pvalue) if np.any(diff) else 1.0
+        vs_first, p = paired(scores, base)
         report["settings"][name] = {"mcc": float(scores.mean()), "share_of_real": float(scores.mean()) / real_mcc,
-                                    "vs_first": float(diff.mean()), "p_vs_first": p,
+                                    "vs_first": vs_first, "p_vs_first": p,
                                     "seconds": seconds.get(name), "per_caption": scores.tolist()}
     if baseline is not None:
         compare_to_baseline(report, baseline)
