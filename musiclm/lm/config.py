@@ -28,6 +28,8 @@ class TransformerConfig:
     rope_base: float = 10000.0
     tie_embeddings: bool = True
     aligned_vocab: int = 0  # >0: a second embedding table, added position by position (a frame-aligned condition)
+    prefix_modulation: int = 0  # >0: the first this-many tokens (a global condition) also modulate every block
+    modulation_rank: int = 32  # width of the bottleneck between that condition and the blocks' scales and shifts
 
     def validate(self) -> None:
         for name in ("vocab_size", "dim", "depth", "heads", "ffn_dim", "max_seq_len"):
@@ -36,6 +38,14 @@ class TransformerConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.aligned_vocab, bool) or not isinstance(self.aligned_vocab, int) or self.aligned_vocab < 0:
             raise ConfigError(f"aligned_vocab must be an integer >= 0, got {self.aligned_vocab!r}")
+        for name in ("prefix_modulation", "modulation_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.prefix_modulation and self.modulation_rank < 1:
+            raise ConfigError("prefix_modulation needs modulation_rank >= 1")
+        if self.prefix_modulation > self.max_seq_len:
+            raise ConfigError(f"prefix_modulation ({self.prefix_modulation}) exceeds max_seq_len ({self.max_seq_len})")
         if self.vocab_size < 2:
             raise ConfigError(f"vocab_size must be >= 2, got {self.vocab_size}")
         if self.dim % self.heads:

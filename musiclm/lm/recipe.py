@@ -112,6 +112,10 @@ def initialise_from(model: Transformer, config: Any, folder: str | os.PathLike[s
     if model.aligned_embedding is not None and source.model.aligned_embedding is None:
         state["aligned_embedding.weight"] = model.aligned_embedding.weight.detach().clone()  # a new condition: 0
         log.info("the pitch-contour embedding starts at zero (%s has none)", folder)
+    if model.modulation is not None and source.model.modulation is None:
+        for name, value in model.modulation.state_dict().items():  # a new path, the identity at first
+            state[f"modulation.{name}"] = value.detach().clone()
+        log.info("the MuLan modulation starts as the identity (%s has none)", folder)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -12,7 +12,7 @@ context and adds ``stride_seconds`` of new tokens (MusicLM: 30 s semantic window
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from musiclm.config import register_preset
 from musiclm.errors import ConfigError
@@ -49,6 +49,11 @@ class StageConfig:
     contour_conditioning: bool = False  # semantic or coarse stage: also take the pitch contour (a store's)
     contour_dropout: float = 0.3  # with the contour: share of windows trained without it (text-only still works)
     contour_fingerprint: str = ""  # the pitch-contour extractor (settings) the stage was trained with
+    mulan_modulation: bool = False  # semantic or coarse stage: MuLan tokens also modulate every block (adaLN)
+
+    def __post_init__(self) -> None:
+        if self.transformer.prefix_modulation != self.prefix_modulation():  # the flag decides, also under --set
+            self.transformer = replace(self.transformer, prefix_modulation=self.prefix_modulation())
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -66,6 +71,12 @@ class StageConfig:
         if self.transformer.aligned_vocab != self.aligned_vocab():
             raise ConfigError(f"transformer.aligned_vocab {self.transformer.aligned_vocab} != "
                               f"{self.aligned_vocab()} for {self.tokens.contour_values} contour values "
+                              f"(use StageConfig.resolved())")
+        if self.mulan_modulation and not self.layout().uses_mulan:
+            raise ConfigError(f"the {self.stage} stage takes no MuLan tokens, so it has none for mulan_modulation")
+        if self.transformer.prefix_modulation != self.prefix_modulation():
+            raise ConfigError(f"transformer.prefix_modulation {self.transformer.prefix_modulation} != "
+                              f"{self.prefix_modulation()} for mulan_modulation={self.mulan_modulation} "
                               f"(use StageConfig.resolved())")
         if self.window_seconds <= 0 or not 0 < self.stride_seconds <= self.window_seconds:
             raise ConfigError("need 0 < stride_seconds <= window_seconds")
@@ -123,12 +134,15 @@ class StageConfig:
         """Size of the Transformer's aligned embedding: contour values + 1 (0 = none), or 0 without a contour."""
         return self.tokens.contour_values + 1 if self.tokens.contour_values else 0
 
+    def prefix_modulation(self) -> int:
+        """Leading tokens that modulate every block: the MuLan tokens with ``mulan_modulation``, else none."""
+        return self.tokens.mulan_levels if self.mulan_modulation else 0
+
     def resolved(self) -> StageConfig:
         """This config with the Transformer's vocabulary and length set from the layout."""
-        from dataclasses import replace
-
         layout = self.layout()
         transformer = replace(self.transformer, vocab_size=layout.vocab_size, aligned_vocab=self.aligned_vocab(),
+                              prefix_modulation=self.prefix_modulation(),
                               max_seq_len=max(self.transformer.max_seq_len, self.sequence_length(layout)))
         return replace(self, transformer=transformer)
 

@@ -9,11 +9,18 @@ sequence, such as the pitch contour of the semantic frame each position predicts
 token embedding there. Id 0 means "none" and stays the zero vector, so a stage trained without the table
 starts out unchanged and still gives its own logits wherever no aligned condition is given.
 
+With ``prefix_modulation`` = P > 0 the first P tokens of every sequence are a global condition (the MuLan
+tokens of the semantic and coarse stages) that also reaches every block directly: their mean embedding passes
+through a low-rank bottleneck to a scale and a shift of each block's two LayerNorms (adaptive LayerNorm, as in
+DiT's adaLN). Attention to P prefix tokens is a path a stage can learn to route around when its other inputs
+predict the next token well; the modulation acts on every position of every layer. Its output layer starts at
+zero, so a stage trained without it starts out unchanged.
+
 Incremental decoding: a :class:`KVCache` holds the rotated keys and the values of every layer for the tokens
-seen so far. ``model(tokens, cache)`` gives the new tokens the positions following the cached ones, lets them
-attend to the cache and causally among themselves, and appends their keys and values in place (no
-concatenation), so prefilling a prefix and then feeding one token at a time gives, up to float rounding, the
-logits of one uncached forward over the whole sequence.
+seen so far (and the modulation computed from the prefix, if any). ``model(tokens, cache)`` gives the new
+tokens the positions following the cached ones, lets them attend to the cache and causally among themselves, and
+appends their keys and values in place (no concatenation), so prefilling a prefix and then feeding one token
+at a time gives, up to float rounding, the logits of one uncached forward over the whole sequence.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class KVCache:
         self.keys = keys
         self.values = values
         self.length = 0
+        self.modulation: torch.Tensor | None = None  # [B, depth, 4, 1, dim] of a model with prefix_modulation
 
     @classmethod
     def allocate(cls, model_or_config: Transformer | TransformerConfig, batch: int, max_len: int,
@@ -89,6 +97,7 @@ class KVCache:
     def reset(self) -> None:
         """Forget every stored token (the memory is kept for reuse)."""
         self.length = 0
+        self.modulation = None
 
 
 def rotary_tables(max_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,17 +140,22 @@ class Block(nn.Module):
         return self.qkv.weight, self.attn_out.weight, self.ffn_in.weight, self.ffn_out.weight
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None, layer: int,
-                start: int, matrices: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+                start: int, matrices: tuple[torch.Tensor, ...] | None = None,
+                modulation: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` [B, T, dim] at positions ``start..start+T-1``; ``cos``/``sin`` are [1, T, 1, 1, head_dim].
 
-        ``matrices`` replaces the block's own weight matrices (copies in another dtype: the matrix products run
-        in that dtype, everything else in ``x``'s). Calls the functional ops directly and skips dropout outside
-        training: one-token decoding steps are dominated by per-op overhead and weight reads, not arithmetic.
+        ``modulation`` ([B, 4, 1, dim]: scale and shift after the attention norm, then after the FFN norm) adapts
+        the two LayerNorms to a global condition. ``matrices`` replaces the block's own weight matrices (copies in
+        another dtype: the matrix products run in that dtype, everything else in ``x``'s). Calls the functional
+        ops directly and skips dropout outside training: one-token decoding steps are dominated by per-op
+        overhead and weight reads, not arithmetic.
         """
         batch, steps, dim = x.shape
         qkv_w, out_w, ffn_in_w, ffn_out_w = self.matrices() if matrices is None else matrices
         train_dropout = self.training and self.attn_dropout > 0
         h = F.layer_norm(x, (dim,), self.attn_norm.weight, self.attn_norm.bias, self.attn_norm.eps)
+        if modulation is not None:
+            h = torch.addcmul(modulation[:, 1], h, 1.0 + modulation[:, 0])
         qkv = F.linear(h.to(qkv_w.dtype), qkv_w).view(batch, steps, 3, self.heads, self.head_dim)
         qk = apply_rotary(qkv[:, :, :2], cos, sin).to(x.dtype)  # [B, T, 2, H, hd], rotated in float32 (cos/sin)
         q = qk[:, :, 0].transpose(1, 2)  # [B, H, T, hd]
@@ -165,6 +179,8 @@ class Block(nn.Module):
         flat = self._residual(x.reshape(batch * steps, dim), attended.transpose(1, 2).reshape(batch * steps, dim),
                               out_w, train_dropout)
         h = F.layer_norm(flat, (dim,), self.ffn_norm.weight, self.ffn_norm.bias, self.ffn_norm.eps)
+        if modulation is not None:
+            h = torch.addcmul(modulation[:, 3], h.view(batch, steps, dim), 1.0 + modulation[:, 2]).view(-1, dim)
         h = F.gelu(F.linear(h.to(ffn_in_w.dtype), ffn_in_w), approximate="tanh")
         return self._residual(flat, h, ffn_out_w, train_dropout).view(batch, steps, dim)
 
@@ -184,6 +200,32 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 takes no device type
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+class PrefixModulation(nn.Module):
+    """The mean embedding of a sequence's condition prefix -> a scale and a shift for each block's two norms.
+
+    ``embedded`` [B, P, dim] -> ``[B, depth, 4, 1, dim]`` through ``dim -> rank -> depth x 4 x dim`` (SiLU between).
+    The last layer starts at zero, so the modulation starts as the identity.
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.depth = config.depth
+        self.dim = config.dim
+        self.down = nn.Linear(config.dim, config.modulation_rank)
+        self.up = nn.Linear(config.modulation_rank, config.depth * 4 * config.dim)
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.down.weight, std=1.0 / math.sqrt(self.dim))
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        pooled = embedded.mean(dim=1)
+        out = self.up(F.silu(self.down(pooled)))
+        return out.view(embedded.shape[0], self.depth, 4, 1, self.dim)
 
 
 class DecodingWeights:
@@ -223,6 +265,7 @@ class Transformer(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.dim)
         self.aligned_embedding = (nn.Embedding(config.aligned_vocab, config.dim, padding_idx=0)
                                   if config.aligned_vocab else None)
+        self.modulation = PrefixModulation(config) if config.prefix_modulation else None
         self.embed_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.final_norm = nn.LayerNorm(config.dim)
@@ -251,6 +294,8 @@ class Transformer(nn.Module):
                 nn.init.zeros_(module.bias)
         if self.aligned_embedding is not None:
             nn.init.zeros_(self.aligned_embedding.weight)
+        if self.modulation is not None:
+            self.modulation.reset_parameters()
         residual_std = 0.02 / math.sqrt(2 * self.config.depth)
         for block in self.blocks:
             nn.init.normal_(block.attn_out.weight, std=residual_std)
@@ -306,6 +351,24 @@ class Transformer(nn.Module):
         if low < 0 or high >= self.config.aligned_vocab:
             raise SequenceError(f"aligned id {low if low < 0 else high} is outside [0, {self.config.aligned_vocab})")
 
+    def _modulation(self, embedded: torch.Tensor, cache: KVCache | None, start: int) -> torch.Tensor | None:
+        """The blocks' modulation from the first ``prefix_modulation`` tokens: computed at position 0 (and kept in
+        the cache), read back from the cache for later tokens."""
+        if self.modulation is None:
+            return None
+        prefix = self.config.prefix_modulation
+        if start == 0:
+            if embedded.shape[1] < prefix:
+                raise SequenceError(f"this model takes its first {prefix} tokens as a condition: the first forward "
+                                    f"of a sequence needs at least {prefix} tokens, got {embedded.shape[1]}")
+            modulation = self.modulation(embedded[:, :prefix]).to(embedded.dtype)
+            if cache is not None:
+                cache.modulation = modulation
+            return modulation
+        if cache is None or cache.modulation is None:
+            raise SequenceError("the cache holds no modulation: feed the condition prefix through it first")
+        return cache.modulation
+
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *, last_only: bool = False,
                 vocab_range: tuple[int, int] | None = None, weights: DecodingWeights | None = None,
                 check: bool = True, aligned: torch.Tensor | None = None) -> torch.Tensor:
@@ -318,6 +381,9 @@ class Transformer(nn.Module):
         ``weights`` (:class:`DecodingWeights`) replaces the weight matrices for inference. ``check=False``
         skips input validation (for callers that produce the ids; saves a device sync per step). ``aligned``
         (``[B, T]`` ids below ``aligned_vocab``, 0 = none) adds the aligned embedding position by position.
+        With ``prefix_modulation`` = P, the first forward of a sequence must hold its first P tokens; their
+        modulation is kept in ``cache`` for the later ones (and, inside the prefix, each of the P positions is
+        modulated by all P: they are a condition and carry no loss).
         """
         if check:
             self.check_tokens(tokens, cache)
@@ -330,6 +396,7 @@ class Transformer(nn.Module):
         if weights is not None and not weights.applies_to(tokens.shape[0] * steps):
             weights = None
         x = self.embedding(tokens)
+        modulation = self._modulation(x, cache, start)
         if aligned is not None and self.aligned_embedding is not None:
             x = x + self.aligned_embedding(aligned) * (aligned > 0).unsqueeze(-1).to(x.dtype)  # 0: none, always
         if self.training:
@@ -338,7 +405,8 @@ class Transformer(nn.Module):
         cos = cos[start:start + steps].view(1, steps, 1, 1, -1)
         sin = sin[start:start + steps].view(1, steps, 1, 1, -1)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, layer, start, None if weights is None else weights.blocks[layer])
+            x = block(x, cos, sin, cache, layer, start, None if weights is None else weights.blocks[layer],
+                      None if modulation is None else modulation[:, layer])
         if cache is not None:
             cache.length = start + steps
         if last_only:

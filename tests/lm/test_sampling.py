@@ -135,6 +135,22 @@ def test_cached_and_uncached_generation_give_identical_tokens(params, cfg_scale)
         assert torch.equal(cached, uncached), seed
 
 
+def test_prefix_modulation_samples_the_same_cached_and_uncached():
+    """A model whose 3 condition tokens modulate every block: cached and uncached sampling agree under CFG
+    (the unconditional rows get the modulation of their own, null, condition)."""
+    model = tiny_model(seed=3, prefix_modulation=3, modulation_rank=4)
+    with torch.no_grad():
+        model.modulation.up.weight.normal_(std=0.5)
+    prefix, uncond = prefixes()
+    for cfg_scale in (1.0, 3.0):
+        params = SamplingParams(cfg_scale=cfg_scale)
+        for seed in range(3):
+            cached = generate_tokens(model, prefix, full_ranges(25), params, gen(seed), uncond_prefix=uncond)
+            uncached = generate_tokens(model, prefix, full_ranges(25), params, gen(seed), uncond_prefix=uncond,
+                                       use_cache=False)
+            assert torch.equal(cached, uncached), (cfg_scale, seed)
+
+
 def test_decoding_weight_dtype():
     model = tiny_model(seed=6)
     prefix, uncond = prefixes()

@@ -384,3 +384,48 @@ def test_coarse_windows_carry_the_contour_of_each_acoustic_frames_semantic_frame
         values = np.asarray(clips.con[i])[np.minimum(np.arange(first, first + 10), 47)]
         expected = np.repeat(np.repeat(values, 2) + 1, 2)  # 2 acoustic frames a semantic frame, 2 levels a frame
         assert aligned[condition - 1:].tolist() == expected.tolist()
+
+
+def test_mulan_modulation_is_set_by_its_flag_and_only_for_stages_that_see_mulan():
+    coarse = merge(stage_preset("coarse", "small"), {"model.mulan_modulation": True})
+    assert coarse.model.transformer.prefix_modulation == coarse.model.tokens.mulan_levels == 12
+    assert merge(coarse, {"model.mulan_modulation": False}).model.transformer.prefix_modulation == 0
+    from musiclm.errors import ConfigError
+    with pytest.raises(ConfigError, match="fine stage takes no MuLan"):
+        merge(stage_preset("fine", "small"), {"model.mulan_modulation": True})
+
+
+def test_fine_tuning_the_coarse_stage_with_mulan_modulation_starts_from_its_weights(store_dir, tiny_musiclm,
+                                                                                     tmp_path):
+    """``init_from`` a coarse stage without modulation: the same logits at step 0; after training the MuLan
+    tokens modulate the blocks, the exported stage keeps the modulation, and the pipeline generates with it."""
+    from musiclm.lm.recipe import StageRecipe
+
+    store = TokenStore.open(store_dir)
+    plain = tiny_training("coarse", store, steps=4)
+    train_stage(plain, [store_dir], tmp_path / "plain")
+    source = stage_from_run(tmp_path / "plain")[0].save(tmp_path / "lm-plain")
+    config = replace(tiny_training("coarse", store, steps=20), init_from=str(source))
+    config = configure_for_store(replace(config, model=replace(config.model, mulan_modulation=True)),
+                                 store_info_dict(store))
+    recipe = StageRecipe(config, store_dir)
+    batch = recipe.collate([recipe.build_dataset()[i] for i in range(4)])
+    start = recipe.build_models()["lm"].eval()
+    assert start.modulation is not None
+    torch.testing.assert_close(start(batch["tokens"]), StageLM.from_pretrained(source).model(batch["tokens"]))
+
+    train_stage(config, [store_dir], tmp_path / "modulated")
+    stage = StageLM.from_pretrained(stage_from_run(tmp_path / "modulated")[0].save(tmp_path / "lm-coarse"))
+    assert stage.config.mulan_modulation and stage.model.config.prefix_modulation == 12
+    assert float(stage.model.modulation.up.weight.abs().sum()) > 0
+    tokens = batch["tokens"]
+    nulled = tokens.clone()
+    nulled[:, :12] = stage.layout.mulan_tokens(torch.zeros(tokens.shape[0], 12, dtype=torch.long))
+    modulation = stage.model.modulation
+    assert not torch.allclose(modulation(stage.model.embedding(tokens[:, :12])),
+                              modulation(stage.model.embedding(nulled[:, :12])))
+    model = MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, tiny_musiclm.stages["semantic"], stage,
+                    tiny_musiclm.stages["fine"],
+                    tiny_musiclm.semantic_tokenizer)
+    audio, rate = model.generate(["a tone number 3"], duration=1.2, seed=0)
+    assert audio.shape == (1, int(1.2 * rate)) and bool(torch.isfinite(audio).all())

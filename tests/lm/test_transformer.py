@@ -289,3 +289,67 @@ def test_bad_aligned_ids_are_clear_errors(aligned, message):
         tiny_model()(random_tokens(2, 10), aligned=torch.zeros(2, 10, dtype=torch.long))
     with pytest.raises(ConfigError, match="aligned_vocab"):
         tiny_config(aligned_vocab=-1).validate()
+
+
+# ------------------------------------------------------------------------------------------------ prefix modulation
+def modulated_model(seed: int = 0) -> Transformer:
+    """A model whose first 3 tokens modulate every block, with a non-zero (trained-like) modulation."""
+    model = tiny_model(seed, prefix_modulation=3, modulation_rank=4)
+    with torch.no_grad():
+        model.modulation.up.weight.normal_(std=0.5)
+    return model
+
+
+def test_prefix_modulation_starts_as_the_identity():
+    model = tiny_model(prefix_modulation=3, modulation_rank=4)
+    assert torch.count_nonzero(model.modulation.up.weight) == 0
+    plain = tiny_model()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("modulation.")}
+    plain.load_state_dict(state)
+    tokens = random_tokens(2, 10)
+    assert torch.equal(model(tokens), plain(tokens))
+
+
+def test_prefix_modulation_carries_the_prefix_to_every_position():
+    model = modulated_model()
+    tokens = random_tokens(2, 12)
+    other = tokens.clone()
+    other[:, 1] = (other[:, 1] + 1) % VOCAB
+    scales = model.modulation(model.embedding(tokens[:, :3]))
+    assert scales.shape == (2, 2, 4, 1, 32)
+    assert not torch.allclose(scales, model.modulation(model.embedding(other[:, :3])))
+    moved = (model(other) - model(tokens))[:, 3:].abs().amax(dim=-1)
+    assert bool((moved > 1e-4).all())
+    # tokens after the prefix do not modulate: causality holds for them
+    later = tokens.clone()
+    later[:, 5] = (later[:, 5] + 1) % VOCAB
+    torch.testing.assert_close(model(later)[:, :5], model(tokens)[:, :5])
+
+
+def test_prefix_modulation_through_the_cache_matches_one_pass():
+    model = modulated_model()
+    tokens = random_tokens(2, 12)
+    full = model(tokens)
+    cache = KVCache.allocate(model, 2, 12)
+    first = model(tokens[:, :5], cache)
+    assert cache.modulation is not None
+    steps = [model(tokens[:, i:i + 1], cache) for i in range(5, 12)]
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-5, rtol=1e-4)
+    cache.reset()
+    assert cache.modulation is None
+    with pytest.raises(SequenceError, match="needs at least 3 tokens"):
+        model(tokens[:, :2], cache)
+    cache.reset()
+    cache.length = 4  # a cache filled by another path holds no modulation
+    with pytest.raises(SequenceError, match="holds no modulation"):
+        model(tokens[:, 4:5], cache)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"prefix_modulation": -1}, "prefix_modulation"),
+    ({"prefix_modulation": 3, "modulation_rank": 0}, "modulation_rank"),
+    ({"prefix_modulation": 65}, "exceeds max_seq_len"),
+])
+def test_bad_prefix_modulation_settings_are_clear_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(**overrides).validate()
