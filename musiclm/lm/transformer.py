@@ -205,25 +205,30 @@ def autocast_enabled(device_type: str) -> bool:
 class PrefixModulation(nn.Module):
     """The mean embedding of a sequence's condition prefix -> a scale and a shift for each block's two norms.
 
-    ``embedded`` [B, P, dim] -> ``[B, depth, 4, 1, dim]`` through ``dim -> rank -> depth x 4 x dim`` (SiLU between).
-    The last layer starts at zero, so the modulation starts as the identity.
+    ``embedded`` [B, P, dim] -> ``[B, depth, 4, 1, dim]``: the mean over P, a LayerNorm (token embeddings are
+    small, about 0.02, and a mean of P of them smaller still: unnormalised, the path would hardly train), then
+    ``dim -> rank -> depth x 4 x dim`` with a SiLU between. The last layer starts at zero, so the modulation starts
+    as the identity.
     """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.depth = config.depth
         self.dim = config.dim
+        self.norm = nn.LayerNorm(config.dim)
         self.down = nn.Linear(config.dim, config.modulation_rank)
         self.up = nn.Linear(config.modulation_rank, config.depth * 4 * config.dim)
 
     def reset_parameters(self) -> None:
+        nn.init.ones_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
         nn.init.normal_(self.down.weight, std=1.0 / math.sqrt(self.dim))
         nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
-        pooled = embedded.mean(dim=1)
+        pooled = self.norm(embedded.mean(dim=1))
         out = self.up(F.silu(self.down(pooled)))
         return out.view(embedded.shape[0], self.depth, 4, 1, self.dim)
 
