@@ -9,9 +9,12 @@ the empty setting is the model's defaults. Every setting generates the same test
 the same seeds, so the settings are compared pairwise: the report gives each one's MCC, its share of the real
 clips' MCC, and its mean per-caption difference from the first setting with a paired t-test.
 ``--resynthesize`` adds the acoustic stages rendering each real clip's own semantic tokens with its caption
-(a perfect semantic stage, default sampling): how much of the gap to real clips the semantic stage leaves.
+(a perfect semantic stage): how much of the gap to real clips the semantic stage leaves.
 ``--keep-levels K`` (repeatable) adds the same with the clip's own first K coarse RVQ levels kept and only the
 levels above sampled: how much each coarse level's sampling costs (K = all coarse levels: the fine stage alone).
+These rows run under every ``--setting`` (named ``row [setting]`` for a setting other than the defaults), so
+``--keep-levels 2 --setting "" --setting "temperature=1,0.5,0.4"`` shows what a lower coarse temperature does
+to the levels above the second alone.
 ``--baseline REPORT`` pairs every row with the same-named row of an earlier ``--json`` report of another model
 (same captions and seeds; the report keeps each caption's score): the comparison of two candidate models.
 """
@@ -76,14 +79,14 @@ def generated(model: MusicLM, texts: list[str], duration: float, setting: dict) 
 
 
 def resynthesized(model: MusicLM, texts: list[str], real: list[np.ndarray], duration: float,
-                  keep_levels: int = 0) -> Callable:
+                  keep_levels: int = 0, setting: dict | None = None) -> Callable:
     """Render: each real clip's own semantic tokens (and first ``keep_levels`` coarse levels) through the
-    acoustic stages, with its caption."""
+    acoustic stages, with its caption, sampled with ``setting``."""
     def render(rows: slice, seed: int) -> torch.Tensor:
         wavs = real[rows]
         stacked = np.stack([w[:min(len(w) for w in wavs)] for w in wavs])
         return model.resynthesize(stacked, model.sample_rate, texts[rows], duration, seed=seed,
-                                  keep_levels=keep_levels)[0]
+                                  keep_levels=keep_levels, **(setting or {}))[0]
     return render
 
 
@@ -158,7 +161,9 @@ def main() -> None:
     for keep in ([0] if args.resynthesize else []) + args.keep_levels:
         kept = "" if not keep else " and coarse level 1" if keep == 1 else f" and coarse levels 1-{keep}"
         name = f"real semantic tokens{kept}" + ("" if keep else " (resynthesis)")
-        add_row(name, resynthesized(model, texts, real, args.duration, keep))
+        for spec, setting in settings:
+            add_row(name + (f" [{spec}]" if spec else ""),
+                    resynthesized(model, texts, real, args.duration, keep, setting))
     base = next(iter(rows.values()))
     report = {"prompts": len(texts), "seeds": seeds, "duration": args.duration, "real clips": real_mcc,
               "captions": texts, "settings": {}}

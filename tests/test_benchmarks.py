@@ -6,7 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -34,6 +36,27 @@ def test_sampling_sweep_parses_settings(monkeypatch):
     for bad in ("temp=1", "cfg", "temperature=1,2"):
         with pytest.raises(SystemExit):
             module.parse_setting(bad)
+
+
+def test_sampling_sweep_resynthesis_rows_sample_with_the_setting(monkeypatch):
+    module = load_benchmark("sampling_sweep.py", monkeypatch)
+    calls = []
+
+    class Recorder:
+        sample_rate = 24_000
+
+        def resynthesize(self, audio, rate, texts, duration, **kwargs):
+            calls.append((audio.shape, list(texts), kwargs))
+            return torch.zeros(audio.shape[0], 10), rate
+
+    real = [np.zeros(30, np.float32), np.zeros(20, np.float32), np.zeros(25, np.float32)]
+    texts = np.array(["a", "b", "c"], dtype=object)
+    module.resynthesized(Recorder(), texts, real, 1.0, 2, {"temperature": [1.0, 0.5, 0.4]})(slice(0, 2), 3)
+    shape, captions, kwargs = calls[0]
+    assert shape == (2, 20) and captions == ["a", "b"]  # clips cut to the shortest of the batch
+    assert kwargs == {"seed": 3, "keep_levels": 2, "temperature": [1.0, 0.5, 0.4]}
+    module.resynthesized(Recorder(), texts, real, 1.0, 0)(slice(2, 3), 0)
+    assert calls[1][2] == {"seed": 0, "keep_levels": 0}
 
 
 def test_sampling_sweep_pairs_rows_with_another_models_report(monkeypatch):
