@@ -2,15 +2,16 @@
 
 Every step samples one token per sequence from a half-open vocabulary range (how the stages interleave RVQ
 levels with per-level vocabulary offsets), with temperature, top-k, top-p (nucleus) filtering and optional
-classifier-free guidance. Draws use the Gumbel-max trick with noise indexed by token id, so the tiny float
-differences between cached and uncached logits almost never change a draw: for one seed, the cached and the
-uncached paths give the same tokens.
+classifier-free guidance; ``level_temperature`` gives each RVQ level of a multi-level stage its own share of
+the temperature. Draws use the Gumbel-max trick with noise indexed by token id, so the tiny float differences
+between cached and uncached logits almost never change a draw: for one seed, the cached and the uncached paths
+give the same tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -26,6 +27,7 @@ class SamplingParams:
     top_k: int | None = None  # None/0 => off
     top_p: float | None = None  # None/1.0 => off
     cfg_scale: float = 1.0  # 1.0 => no classifier-free guidance
+    level_temperature: list[float] | None = None  # per target level: temperature x this (None => 1 for all)
 
     def validate(self) -> None:
         if not _is_number(self.temperature) or not self.temperature >= 0 or self.temperature == float("inf"):
@@ -37,6 +39,22 @@ class SamplingParams:
             raise ConfigError(f"top_p must be within (0, 1] (None or 1 = off), got {self.top_p!r}")
         if not _is_number(self.cfg_scale) or not 0.0 <= self.cfg_scale < float("inf"):
             raise ConfigError(f"cfg_scale must be a finite number >= 0 (1 = no guidance), got {self.cfg_scale!r}")
+        if self.level_temperature is not None:
+            scales = self.level_temperature
+            if (not isinstance(scales, list | tuple) or not scales
+                    or not all(_is_number(v) and 0 < v < float("inf") for v in scales)):
+                raise ConfigError(f"level_temperature must be a non-empty list of finite numbers > 0 (one per "
+                                  f"target level), got {scales!r}")
+
+    def per_level(self, levels: int) -> list[SamplingParams]:
+        """The params of each of ``levels`` target levels: ``temperature`` scaled by ``level_temperature``."""
+        if self.level_temperature is None:
+            return [self] * levels
+        if len(self.level_temperature) != levels:
+            raise ConfigError(f"level_temperature has {len(self.level_temperature)} values for a stage of "
+                              f"{levels} target levels")
+        return [replace(self, temperature=self.temperature * scale, level_temperature=None)
+                for scale in self.level_temperature]
 
     @property
     def greedy(self) -> bool:
@@ -149,6 +167,9 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
     ``forced`` (``[B, steps]`` ids, -1 where the token is sampled) fixes the tokens of some steps: a forced
     step emits its given id (which must lie in that step's range) and the sequence goes on from it. The noise
     of every step is still drawn, so the free steps of a row draw the same noise as without forcing.
+
+    With ``params.level_temperature`` each distinct range of ``token_ranges`` is a target level (in the order
+    the steps first reach them: level 1 of a frame first) and takes its own share of the temperature.
     """
     params.validate()
     if not isinstance(generator, torch.Generator):
@@ -158,6 +179,11 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
     ranges = _check_ranges(token_ranges, config.vocab_size)
     batch, prefix_len = prefix.shape
     steps = len(ranges)
+    step_params = None
+    if params.level_temperature is not None:
+        levels = {span: level for level, span in enumerate(dict.fromkeys(ranges))}
+        per_level = params.per_level(len(levels))
+        step_params = [per_level[levels[span]] for span in ranges]
     device = model.embedding.weight.device
     if steps == 0:
         return torch.empty(batch, 0, dtype=torch.long, device=device)
@@ -208,7 +234,8 @@ def generate_tokens(model: Transformer, prefix: torch.Tensor, token_ranges: torc
             logits = model(rows, last_only=True, vocab_range=ranges[0], weights=weights, check=False,
                            aligned=None if aligned is None else aligned[:, :prefix_len])
         for step, (lo, _) in enumerate(ranges):
-            token = sample_from_logits(step_logits(logits), params, generator) + lo
+            token = sample_from_logits(step_logits(logits), params if step_params is None else step_params[step],
+                                       generator) + lo
             if forced is not None:
                 token = torch.where(forced[:, step] >= 0, forced[:, step], token)
             out[:, step] = token

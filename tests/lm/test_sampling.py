@@ -321,3 +321,27 @@ def test_aligned_ids_steer_sampling_and_cached_equals_uncached(cfg_scale):
     with pytest.raises(SequenceError, match="aligned ids must be"):
         generate_tokens(model, prefix, full_ranges(steps), params, gen(0), uncond_prefix=uncond,
                         aligned=aligned[:, :-1])
+
+
+def test_level_temperature_gives_each_level_its_own_temperature():
+    """Two interleaved levels (ranges [0, 25) and [25, 50)): a near-zero share on level 2 makes its draws the
+    argmax, level 1 keeps sampling, and the same list on the whole run equals sampling each level apart."""
+    model = tiny_model(seed=4)
+    prefix, _ = prefixes(batch=4)
+    ranges = torch.tensor([[0, 25], [25, 50]]).repeat(10, 1)
+    mixed = SamplingParams(temperature=1.0, level_temperature=[1.0, 1e-6])
+    out = generate_tokens(model, prefix, ranges, mixed, gen(0))
+    plain = generate_tokens(model, prefix, ranges, SamplingParams(), gen(0))
+    assert torch.equal(out[:, 0], plain[:, 0])  # level 1, first step: the same draw
+    greedy = SamplingParams(temperature=0.0)
+    for step in range(1, 20, 2):  # every level-2 step is the argmax given what came before
+        expected = generate_tokens(model, torch.cat([prefix, out[:, :step]], dim=1), ranges[step:step + 1],
+                                   greedy, gen(0))
+        assert torch.equal(out[:, step], expected[:, 0]), step
+    assert not torch.equal(out, generate_tokens(model, prefix, ranges, greedy, gen(0)))  # level 1 still samples
+    assert SamplingParams(temperature=0.8, level_temperature=[1.0, 0.5]).per_level(2)[1].temperature == 0.4
+    with pytest.raises(ConfigError, match="2 values for a stage of 1"):
+        generate_tokens(model, prefix, full_ranges(3), SamplingParams(level_temperature=[1.0, 0.5]), gen(0))
+    for bad in ([], [1.0, 0.0], [float("inf")], "0.5"):
+        with pytest.raises(ConfigError, match="level_temperature"):
+            SamplingParams(level_temperature=bad).validate()
