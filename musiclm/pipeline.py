@@ -246,6 +246,7 @@ class MusicLM:
             params = replace(params, **changes)
             try:
                 params.validate()
+                params.per_level(self.stages[name].layout.levels)  # one level_temperature factor per level
             except MusicLMError as exc:
                 raise GenerationError(f"{name} stage: {exc}") from None
             out[name] = params

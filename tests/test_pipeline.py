@@ -66,6 +66,25 @@ def test_sampling_overrides_per_stage(tiny_musiclm):
         tiny_musiclm.sampling(temperature=-1.0)
 
 
+def test_a_stages_level_temperature_applies_under_a_temperature_override(tiny_model_dir):
+    from dataclasses import replace
+
+    model = MusicLM.from_pretrained(tiny_model_dir)
+    coarse = model.stages["coarse"]
+    levels = coarse.config.tokens.coarse_levels
+    scales = [1.0] + [0.5] * (levels - 1)
+    coarse.config.sampling = replace(coarse.config.sampling, level_temperature=scales)
+    sampling = model.sampling(temperature=0.8)
+    assert sampling.coarse.level_temperature == scales
+    assert [p.temperature for p in sampling.coarse.per_level(levels)] == [0.8] + [0.4] * (levels - 1)
+    audio, _ = model.generate("a calm piano piece", duration=1.0, seed=0)
+    coarse.config.sampling = replace(coarse.config.sampling, level_temperature=None)
+    assert not torch.equal(audio, model.generate("a calm piano piece", duration=1.0, seed=0)[0])
+    coarse.config.sampling = replace(coarse.config.sampling, level_temperature=[1.0] * (levels + 1))
+    with pytest.raises(GenerationError, match=f"coarse stage: level_temperature has {levels + 1} values"):
+        model.generate("a calm piano piece", duration=1.0, seed=0)
+
+
 def test_story_switches_conditioning_at_the_given_time(tiny_musiclm):
     seen = []
     stage = tiny_musiclm.stages["semantic"]
