@@ -12,9 +12,8 @@ starts out unchanged and still gives its own logits wherever no aligned conditio
 With ``prefix_modulation`` = P > 0 the first P tokens of every sequence are a global condition (the MuLan
 tokens of the semantic and coarse stages) that also reaches every block directly: their mean embedding passes
 through a low-rank bottleneck to a scale and a shift of each block's two LayerNorms (adaptive LayerNorm, as in
-DiT's adaLN). Attention to P prefix tokens is a path a stage can learn to route around when its other inputs
-predict the next token well; the modulation acts on every position of every layer. Its output layer starts at
-zero, so a stage trained without it starts out unchanged.
+DiT's adaLN), so the condition acts on every position of every layer and not only through attention to P
+prefix tokens. Its output layer starts at zero, so a stage trained without it starts out unchanged.
 
 Incremental decoding: a :class:`KVCache` holds the rotated keys and the values of every layer for the tokens
 seen so far (and the modulation computed from the prefix, if any). ``model(tokens, cache)`` gives the new
