@@ -72,8 +72,6 @@ class StageConfig:
             raise ConfigError(f"transformer.aligned_vocab {self.transformer.aligned_vocab} != "
                               f"{self.aligned_vocab()} for {self.tokens.contour_values} contour values "
                               f"(use StageConfig.resolved())")
-        if self.mulan_modulation and not self.layout().uses_mulan:
-            raise ConfigError(f"the {self.stage} stage takes no MuLan tokens, so it has none for mulan_modulation")
         if self.transformer.prefix_modulation != self.prefix_modulation():
             raise ConfigError(f"transformer.prefix_modulation {self.transformer.prefix_modulation} != "
                               f"{self.prefix_modulation()} for mulan_modulation={self.mulan_modulation} "
@@ -81,6 +79,8 @@ class StageConfig:
         if self.window_seconds <= 0 or not 0 < self.stride_seconds <= self.window_seconds:
             raise ConfigError("need 0 < stride_seconds <= window_seconds")
         layout = self.layout()
+        if self.mulan_modulation and not layout.uses_mulan:
+            raise ConfigError(f"the {self.stage} stage takes no MuLan tokens, so it has none for mulan_modulation")
         if self.stride_frames(layout) < 1:
             raise ConfigError(f"stride_seconds {self.stride_seconds} is shorter than one {self.stage} frame")
         needed = self.sequence_length(layout)

@@ -12,6 +12,7 @@ import torch
 from musiclm.audio import save_audio
 from musiclm.config import merge
 from musiclm.data.manifest import ClipRecord, write_manifest
+from musiclm.errors import ConfigError
 from musiclm.lm.cli import stage_from_run
 from musiclm.lm.config import TransformerConfig
 from musiclm.lm.data import StageDataError, StageDataset, collate_sequences
@@ -390,7 +391,6 @@ def test_mulan_modulation_is_set_by_its_flag_and_only_for_stages_that_see_mulan(
     coarse = merge(stage_preset("coarse", "small"), {"model.mulan_modulation": True})
     assert coarse.model.transformer.prefix_modulation == coarse.model.tokens.mulan_levels == 12
     assert merge(coarse, {"model.mulan_modulation": False}).model.transformer.prefix_modulation == 0
-    from musiclm.errors import ConfigError
     with pytest.raises(ConfigError, match="fine stage takes no MuLan"):
         merge(stage_preset("fine", "small"), {"model.mulan_modulation": True})
 
@@ -425,7 +425,6 @@ def test_fine_tuning_the_coarse_stage_with_mulan_modulation_starts_from_its_weig
     assert not torch.allclose(modulation(stage.model.embedding(tokens[:, :12])),
                               modulation(stage.model.embedding(nulled[:, :12])))
     model = MusicLM(tiny_musiclm.mulan, tiny_musiclm.codec, tiny_musiclm.stages["semantic"], stage,
-                    tiny_musiclm.stages["fine"],
-                    tiny_musiclm.semantic_tokenizer)
+                    tiny_musiclm.stages["fine"], tiny_musiclm.semantic_tokenizer)
     audio, rate = model.generate(["a tone number 3"], duration=1.2, seed=0)
     assert audio.shape == (1, int(1.2 * rate)) and bool(torch.isfinite(audio).all())
