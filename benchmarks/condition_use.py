@@ -7,6 +7,9 @@ trained; with its MuLan tokens replaced by the null tokens (what classifier-free
 with every window's MuLan tokens taken from another window (a wrong caption); and with the pitch contour
 removed (stages that take one). Loss differences from the first row, in nats per target token, say how much
 the stage listens to each condition: guidance can only amplify a difference the stage has learned.
+
+``--by-frame`` also splits each difference by the target frame's place in the window and by RVQ level: a stage
+that takes its timbre from the codes before needs its condition only at the window's first frames.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ import json
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from musiclm.lm.data import StageDataset, collate_sequences
-from musiclm.lm.recipe import evaluate_stage, target_bounds
+from musiclm.lm.layout import IGNORE
+from musiclm.lm.recipe import evaluate_stage, level_restricted, target_bounds
 from musiclm.lm.stage import StageLM
 from musiclm.tokenstore.store import TokenStore
 
 MODES = ("as trained", "null MuLan tokens", "another window's MuLan tokens", "no pitch contour")
+FRAME_BANDS = ((0, 1), (1, 3), (3, 10), (10, 25), (25, 50), (50, 100), (100, 250))
 
 
 def condition_batches(items: list[dict], layout, mode: str, batch: int) -> list[dict[str, torch.Tensor]]:
@@ -44,6 +50,37 @@ def condition_batches(items: list[dict], layout, mode: str, batch: int) -> list[
     return out
 
 
+@torch.no_grad()
+def frame_losses(model, batches: list[dict[str, torch.Tensor]], levels: int,
+                 bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """Every window's loss per target token as ``[windows, frames, levels]`` (targets are frame-major, ``levels``
+    per frame; windows are cut to the shortest one's whole frames)."""
+    model.eval()
+    rows = []
+    for batch in batches:
+        labels = batch["labels"]
+        logits = model(batch["tokens"], aligned=batch.get("aligned"))
+        if bounds is not None:
+            logits = level_restricted(logits, labels, bounds)
+        nll = F.cross_entropy(logits.float().transpose(1, 2), labels.clamp(min=0), reduction="none")
+        for row, mask in zip(nll, labels != IGNORE):
+            targets = row[mask]
+            rows.append(targets[: targets.numel() // levels * levels].reshape(-1, levels))
+    frames = min(r.shape[0] for r in rows)
+    return torch.stack([r[:frames] for r in rows]).numpy()
+
+
+def by_frame(losses: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+    """Mean loss per RVQ level in bands of frames: absolute for "as trained", the rise over it for the others."""
+    base = losses["as trained"]
+    out = {}
+    for mode, arr in losses.items():
+        diff = arr if mode == "as trained" else arr - base
+        out[mode] = {f"{lo}-{min(hi, arr.shape[1])}": diff[:, lo:hi].mean(axis=(0, 1)).tolist()
+                     for lo, hi in FRAME_BANDS if lo < arr.shape[1]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", required=True, help="a stage folder (`musiclm lm export` output)")
@@ -52,6 +89,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--by-frame", action="store_true", help="also split the differences by frame and level")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,12 +103,15 @@ def main() -> None:
     items = [dataset[int(i)] for i in picks]
     model = stage.model.float()
     modes = [m for m in MODES if m != "no pitch contour" or config.contour_conditioning]
-    rows = {mode: evaluate_stage(model, condition_batches(items, layout, mode, args.batch), layout.levels,
-                                 target_bounds(layout))
-            for mode in modes}
+    batches = {mode: condition_batches(items, layout, mode, args.batch) for mode in modes}
+    bounds = target_bounds(layout)
+    rows = {mode: evaluate_stage(model, batches[mode], layout.levels, bounds) for mode in modes}
     base = rows["as trained"]["loss"]
     report = {"stage": args.stage, "windows": len(items),
               "rows": {mode: {**row, "loss_increase": row["loss"] - base} for mode, row in rows.items()}}
+    if args.by_frame:
+        report["by_frame"] = by_frame({mode: frame_losses(model, batches[mode], layout.levels, bounds)
+                                       for mode in modes})
     if args.json:
         print(json.dumps(report, indent=1))
         return
@@ -78,6 +119,14 @@ def main() -> None:
     print("| conditions | loss | + nats | accuracy |\n|---|---|---|---|")
     for mode, row in report["rows"].items():
         print(f"| {mode} | {row['loss']:.4f} | {row['loss_increase']:+.4f} | {row['accuracy']:.3f} |")
+    for mode, bands in report.get("by_frame", {}).items():
+        what = "loss" if mode == "as trained" else "+ nats"
+        print(f"\n{mode}, {what} by frame of the window\n\n| frames | "
+              + " | ".join(f"level {q + 1}" for q in range(layout.levels)) + " |\n|---|"
+              + "---|" * layout.levels)
+        for band, values in bands.items():
+            print(f"| {band} | " + " | ".join(f"{v:+.3f}" if mode != "as trained" else f"{v:.3f}"
+                                              for v in values) + " |")
 
 
 if __name__ == "__main__":

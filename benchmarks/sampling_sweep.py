@@ -4,10 +4,12 @@
         --setting "" --setting "cfg=5" --setting "temperature=0.9,0.8,0.4;cfg=5" [--resynthesize] [--json]
 
 Each ``--setting`` is ``key=value`` pairs joined by ``;`` with the keys of ``musiclm generate`` (``temperature``,
-``top_k``, ``top_p``, ``cfg``), one value for every stage or three comma-separated (semantic, coarse, fine);
-the empty setting is the model's defaults. Every setting generates the same test captions of the corpus with
-the same seeds, so the settings are compared pairwise: the report gives each one's MCC, its share of the real
-clips' MCC, and its mean per-caption difference from the first setting with a paired t-test.
+``top_k``, ``top_p``, ``cfg``), one value for every stage or three comma-separated (semantic, coarse, fine), and
+``best_of`` (one value: generate that many candidates per caption and keep the one MuLan puts closest to it;
+the score is then MuLan judging its own pick, so it is no independent measure); the empty setting is the
+model's defaults. Every setting generates the same test captions of the corpus with the same seeds, so the
+settings are compared pairwise: the report gives each one's MCC, its share of the real clips' MCC, and its
+mean per-caption difference from the first setting with a paired t-test.
 ``--resynthesize`` adds the acoustic stages rendering each real clip's own semantic tokens with its caption
 (a perfect semantic stage): how much of the gap to real clips the semantic stage leaves.
 ``--keep-levels K`` (repeatable) adds the same with the clip's own first K coarse RVQ levels kept and only the
@@ -38,7 +40,8 @@ from semantic_ablation import corpus_prompts
 
 from musiclm.pipeline import MusicLM
 
-KEYS = {"temperature": float, "top_k": int, "top_p": float, "cfg": float}
+KEYS = {"temperature": float, "top_k": int, "top_p": float, "cfg": float, "best_of": int}
+SINGLE_VALUED = {"best_of"}  # one value for the whole pipeline, not one per stage
 
 
 def parse_setting(spec: str) -> dict[str, float | list[float]]:
@@ -50,8 +53,9 @@ def parse_setting(spec: str) -> dict[str, float | list[float]]:
         if not sep or key not in KEYS:
             raise SystemExit(f"bad setting {part!r}: use {', '.join(KEYS)} as key=value")
         values = [KEYS[key](v) for v in value.split(",")]
-        if len(values) not in (1, 3):
-            raise SystemExit(f"bad setting {part!r}: one value or three (semantic, coarse, fine)")
+        if len(values) not in ((1,) if key in SINGLE_VALUED else (1, 3)):
+            raise SystemExit(f"bad setting {part!r}: " + ("one value" if key in SINGLE_VALUED
+                                                           else "one value or three (semantic, coarse, fine)"))
         out[key] = values[0] if len(values) == 1 else values
     return out
 
@@ -137,6 +141,8 @@ def main() -> None:
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     torch.set_num_threads(args.threads)
     settings = [(spec, parse_setting(spec)) for spec in (args.setting or [""])]
+    if (args.resynthesize or args.keep_levels) and any("best_of" in setting for _, setting in settings):
+        raise SystemExit("best_of reranks generated clips only; run it without --resynthesize and --keep-levels")
     model = MusicLM.from_pretrained(args.model)
     levels = model.stages["coarse"].config.tokens.coarse_levels
     if any(not 1 <= keep <= levels for keep in args.keep_levels):
