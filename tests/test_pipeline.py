@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -67,8 +69,6 @@ def test_sampling_overrides_per_stage(tiny_musiclm):
 
 
 def test_a_stages_level_temperature_applies_under_a_temperature_override(tiny_model_dir):
-    from dataclasses import replace
-
     model = MusicLM.from_pretrained(tiny_model_dir)
     coarse = model.stages["coarse"]
     levels = coarse.config.tokens.coarse_levels
@@ -185,8 +185,6 @@ def test_unconditional_generation_uses_null_tokens(tiny_musiclm):
 
 
 def test_ablation_coarse_stage_without_semantic_tokens_skips_the_semantic_stage(tiny_musiclm):
-    from dataclasses import replace
-
     from musiclm.lm.stage import StageLM
 
     coarse = tiny_musiclm.stages["coarse"]
@@ -284,8 +282,6 @@ def test_resynthesis_can_keep_the_audios_first_coarse_levels(tiny_musiclm, sine,
 
 
 def test_stages_refuse_a_mulan_they_were_not_trained_with(tiny_musiclm):
-    from dataclasses import replace
-
     codec_print = tiny_musiclm.codec.token_fingerprint()
     stages = {}
     for name in ("semantic", "coarse", "fine"):
@@ -305,8 +301,6 @@ def test_stages_refuse_a_mulan_they_were_not_trained_with(tiny_musiclm):
 
 
 def test_acoustic_stages_refuse_a_codec_with_other_codes_but_not_a_retrained_decoder(tiny_musiclm):
-    from dataclasses import replace
-
     from musiclm.codec.api import Codec
 
     codec = tiny_musiclm.codec
